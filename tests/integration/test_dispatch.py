@@ -1,0 +1,118 @@
+"""Dispatch through the real local SLURM cluster (slurm/start-cluster.sh): arrays, skip of
+finished runs, requeue with resume, cancel and re-submit. No mocks of sbatch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slurm
+
+
+def vitbench(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "vitbench.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vitbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def job_ids(results: Path) -> dict[str, str]:
+    out = {}
+    for f in (results / "runs").glob("*/job.json"):
+        out[f.parent.name] = json.loads(f.read_text())["job_id"]
+    return out
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(x)["step"] for x in lines if '"checkpoint"' in x]
+
+
+def one_run_experiment(tmp_path: Path, name: str, seeds: list[int], steps: int) -> Path:
+    exp = tmp_path / f"{name}.yaml"
+    exp.write_text(
+        f"extends: {REPO / 'experiments' / '_scales.yaml'}\n"
+        f"seeds: {seeds}\n"
+        "scales:\n  smoke:\n"
+        f"    seeds: {seeds}\n"
+        f"    base: {{pretrain: {{steps: {steps}, batch_size: 64}}, runtime: {{checkpoint_every: 10, log_every: 10}}}}\n")
+    return exp
+
+
+def test_smoke_grid_is_one_array_and_rerun_submits_nothing(slurm_cluster: None, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    args = ["run", "ablations/pos_embed.yaml", "--scale", "smoke", "--cluster", "slurm", "--results", str(results)]
+    out = vitbench(*args, "--wait").stdout
+    ids = job_ids(results)
+    assert len(ids) == 10, out
+    assert len({j.split("_")[0] for j in ids.values()}) == 1, f"expected one array, got {ids}"
+    for rid in ids:
+        rec = json.loads((results / "runs" / rid / "result.json").read_text())
+        assert rec["status"] == "done" and rec["summary"]["fewshot/digits/5shot"] is not None
+    again = vitbench(*args).stdout
+    assert "nothing to submit" in again and job_ids(results) == ids
+    status = vitbench("status", "ablations/pos_embed.yaml", "--scale", "smoke", "--results", str(results)).stdout
+    assert "10 done" in status
+
+
+def test_requeue_resumes_from_checkpoint(slurm_cluster: None, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    exp = one_run_experiment(tmp_path, "requeue", [0], steps=400)
+    vitbench("run", str(exp), "--scale", "smoke", "--results", str(results))
+    (rid, jid), = job_ids(results).items()
+    run = results / "runs" / rid
+    wait_until(lambda: len(checkpoint_steps(run)) >= 2, 240, "two checkpoints")
+    subprocess.run(["scontrol", "requeue", jid], check=True)
+    wait_until(lambda: (run / "result.json").exists(), 400, "the requeued run to finish")
+    log = (run / "log.txt").read_text()
+    resumed = [ln for ln in log.splitlines() if "resuming from checkpoint at step" in ln]
+    assert resumed, log
+    step = int(resumed[0].split("at step ")[1].split("/")[0])
+    assert 10 <= step < 400
+    assert log.count("result written") == 1
+    assert json.loads((run / "result.json").read_text())["pretrain"]["steps_done"] == 400
+
+
+def test_cancelled_run_is_failed_and_only_it_is_resubmitted(slurm_cluster: None, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    exp = one_run_experiment(tmp_path, "cancel", [0, 1], steps=300)
+    vitbench("run", str(exp), "--scale", "smoke", "--results", str(results))
+    ids = job_ids(results)
+    assert len(ids) == 2
+    victim = sorted(ids)[0]
+    wait_until(lambda: len(checkpoint_steps(results / "runs" / victim)) >= 1, 240, "the victim to start")
+    subprocess.run(["scancel", ids[victim]], check=True)
+    other = next(r for r in ids if r != victim)
+    wait_until(lambda: (results / "runs" / other / "result.json").exists(), 400, "the other run")
+
+    def victim_failed() -> bool:
+        st = vitbench("status", str(exp), "--scale", "smoke", "--results", str(results)).stdout
+        return any(victim in ln and " failed " in f" {ln} " for ln in st.splitlines())
+    wait_until(victim_failed, 60, "status to report the cancelled run as failed")
+    st = vitbench("status", str(exp), "--scale", "smoke", "--results", str(results)).stdout
+    assert "CANCELLED" in st and "1 done" in st and "1 failed" in st
+    out = vitbench("run", str(exp), "--scale", "smoke", "--results", str(results), "--wait").stdout
+    assert "submitted 1 runs" in out
+    new_ids = job_ids(results)
+    assert new_ids[other] == ids[other] and new_ids[victim] != ids[victim]
+    assert (results / "runs" / victim / "result.json").exists()

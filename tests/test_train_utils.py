@@ -1,0 +1,74 @@
+"""Schedules, checkpoints and the run directory."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitbench.record.rundir import RunDir, atomic_write_json, read_json
+from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vitbench.train.optim import lr_factor
+
+
+def test_lr_schedule_shapes() -> None:
+    f = [lr_factor(s, total=100, warmup=10, decay="linear") for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0) and f[99] == pytest.approx(1 - 89 / 90)
+    c = [lr_factor(s, total=100, warmup=0, decay="cosine") for s in (0, 50, 100)]
+    assert c == pytest.approx([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="allowed"):
+        lr_factor(0, total=1, warmup=0, decay="step")
+
+
+def _payload(step: int) -> dict:
+    return {"step": step, "model": {"w": torch.full((3,), float(step))}, "rng": rng_state()}
+
+
+@pytest.mark.parametrize("corruption", ["truncate", "empty", "random"])
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path: Path, corruption: str) -> None:
+    save_checkpoint(tmp_path, _payload(10))
+    save_checkpoint(tmp_path, _payload(20))
+    last = tmp_path / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "random": os.urandom(len(data))}[corruption])
+    messages: list[str] = []
+    ckpt = load_checkpoint(tmp_path, log=messages.append)
+    assert ckpt is not None and ckpt["step"] == 10
+    assert any("unreadable" in m for m in messages) and any("previous checkpoint" in m for m in messages)
+
+
+def test_checkpoint_keeps_last_two(tmp_path: Path) -> None:
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, _payload(step))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "prev.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 3
+    assert torch.load(tmp_path / "prev.pt", weights_only=True)["step"] == 2
+
+
+def test_rng_roundtrip() -> None:
+    state = rng_state()
+    a = torch.rand(5)
+    set_rng_state(state)
+    assert torch.equal(a, torch.rand(5))
+
+
+def test_no_checkpoint_is_none(tmp_path: Path) -> None:
+    assert load_checkpoint(tmp_path / "nothing") is None
+
+
+def test_atomic_json_and_rundir_state(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path / "abc")
+    assert rd.local_state() == "new"
+    rd.create({"seed": 1})
+    rd.metric("train", step=1, loss=2.0)
+    assert rd.local_state() == "incomplete"
+    rd.write_error("boom")
+    assert rd.local_state() == "failed"
+    rd.write_result({"status": "done"})
+    assert rd.local_state() == "done" and rd.read_error() is None
+    (tmp_path / "abc" / "result.json").write_text('{"status": "do')  # torn record
+    assert rd.read_result() is None
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert read_json(tmp_path / "x.json") == {"a": 1}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,166 @@
+"""The ``vitbench`` command line.
+
+Every user error (bad file, flag, data root, profile) ends as one line on stderr and exit
+code 2, before anything is submitted; argparse's own usage errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from vitbench.errors import UserError
+
+DEFAULT_RESULTS = "runs"
+
+
+def _results_dir(args: argparse.Namespace) -> Path:
+    return Path(args.results or os.environ.get("VITBENCH_RESULTS") or DEFAULT_RESULTS)
+
+
+def cmd_run_one(args: argparse.Namespace) -> int:
+    from vitbench.plan.ids import run_id
+    from vitbench.record.rundir import RunDir, run_dir
+    from vitbench.spec.runconfig import load_run_config
+    from vitbench.train.run import Run
+
+    overrides = list(args.set or [])
+    if args.data_root:
+        overrides.append(f"runtime.data_root={args.data_root}")
+    if args.device:
+        overrides.append(f"runtime.device={args.device}")
+    cfg = load_run_config(args.config, overrides)
+    rid = run_id(cfg)
+    rd = RunDir(args.run_dir) if args.run_dir else RunDir(run_dir(_results_dir(args), rid))
+    record = Run(cfg, rd).execute()
+    if record is not None:
+        print(f"{record['status']}: {rd.path}")
+        for key, value in sorted(record["summary"].items()):
+            print(f"  {key:32s} {value if value is None else f'{value:.4f}'}")
+    return 0
+
+
+def _plan(args: argparse.Namespace):  # -> Plan
+    from vitbench.plan.planner import make_plan
+
+    overrides = list(args.set or [])
+    if getattr(args, "data_root", None):
+        overrides.append(f"runtime.data_root={args.data_root}")
+    return make_plan(args.experiment, scale=args.scale, overrides=overrides, max_runs=args.max_runs,
+                     check_data=not getattr(args, "skip_data_check", False))
+
+
+def _plan_table(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState]
+    from tabulate import tabulate
+
+    rows = []
+    for r in plan.runs:
+        st = states[r.run_id]
+        rows.append([r.run_id, *(_fmt(v) for v in plan.labels(r).values()), st.state, st.detail])
+    return tabulate(rows, headers=["run", *plan.varying, "state", "detail"], tablefmt="simple")
+
+
+def _fmt(v: object) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vitbench.launch.launcher import CLUSTERS, plan_states, submit
+    from vitbench.launch.profiles import load_profile
+
+    if args.cluster not in CLUSTERS:
+        raise UserError(f"unknown cluster {args.cluster!r}; allowed: {', '.join(CLUSTERS)}", key="--cluster")
+    plan = _plan(args)
+    profile = load_profile(args.profile)
+    results = _results_dir(args)
+    if args.dry_run:
+        states = plan_states(plan, results)
+        print(f"{plan.experiment.path} @ {plan.scale}: {len(plan.runs)} runs"
+              + (f" ({plan.duplicates} duplicate points merged)" if plan.duplicates else ""))
+        print(_plan_table(plan, states))
+        return 0
+    submit(plan, results, cluster=args.cluster, profile=profile, wait=args.wait)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from vitbench.launch.launcher import plan_states
+
+    plan = _plan(args)
+    results = _results_dir(args)
+    states = plan_states(plan, results)
+    counts = Counter(s.state for s in states.values())
+    order = ["done", "diverged", "running", "pending", "failed", "incomplete", "new"]
+    print(f"{plan.experiment.path} @ {plan.scale}: {len(plan.runs)} runs — "
+          + ", ".join(f"{counts[k]} {k}" for k in order if counts[k]))
+    print(_plan_table(plan, states))
+    for r in plan.runs:
+        st = states[r.run_id]
+        if st.state in ("failed", "incomplete") and st.log:
+            print(f"{r.run_id} log: {st.log}")
+    return 0
+
+
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment file (experiments/*.yaml, ablations/*.yaml)")
+    p.add_argument("--scale", help="paper | small | micro | smoke (default: the file's default_scale)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key in every run")
+    p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
+    p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
+    p.add_argument("--max-runs", type=int, help="refuse grids larger than this (default $VITBENCH_MAX_RUNS or 5000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run-one", help="train and evaluate one run config into its run directory")
+    p.add_argument("config", help="run config YAML (partial; defaults fill the rest)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
+    p.add_argument("--run-dir", help="explicit run directory (default RESULTS/runs/<run id>)")
+    p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_run_one)
+
+    p = sub.add_parser("run", help="submit every run of an experiment that is not done")
+    _add_plan_args(p)
+    p.add_argument("--cluster", default="slurm", help="slurm | local | debug (default slurm)")
+    p.add_argument("--profile", default="local", help="cluster profile: slurm/profiles/NAME.yaml or a path")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and each run's state; submit nothing")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs and show progress")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="counts and a per-run table: done, running, pending, failed")
+    _add_plan_args(p)
+    p.set_defaults(func=cmd_status)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Other pipeline stages add their sub-commands here (launch, aggregate, bench, analyze).
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"vitbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vitbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

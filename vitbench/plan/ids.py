@@ -1,0 +1,30 @@
+"""Run ids: a stable hash of the resolved run config.
+
+The id ignores key order (canonical JSON with sorted keys) and the ``runtime`` section (device,
+data root, checkpoint cadence: where and how fast, not what), so the same run always lands in
+the same run directory whichever cluster, profile or machine executes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from vitbench.spec.schema import RUNTIME_KEY
+
+ID_LENGTH = 12
+
+
+def identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run config that defines the run."""
+    return {k: v for k, v in cfg.items() if k != RUNTIME_KEY}
+
+
+def canonical(cfg: dict[str, Any]) -> str:
+    # floats print via repr, so 0.001 and 1e-3 (both parsed to the same float) hash the same
+    return json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def run_id(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(cfg).encode()).hexdigest()[:ID_LENGTH]

@@ -1,0 +1,96 @@
+"""Loading and checking one run config (the unit ``vitbench run-one`` executes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vitbench.errors import UserError
+from vitbench.spec import yamlio
+from vitbench.spec.schema import deep_merge, default_config, validate_structure
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Safe-load a YAML file; any problem is a one-line UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file" if not path.exists() else "not a regular file", file=str(path))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yamlio.loads(fh.read())
+    except UnicodeDecodeError:
+        raise UserError("is not UTF-8 text", file=str(path)) from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        pos = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UserError(f"invalid YAML{pos}: {problem}", file=str(path)) from None
+
+
+def resolve_run_config(partial: dict[str, Any], *, file: str | None = None,
+                       check_data: bool = True) -> dict[str, Any]:
+    """Defaults ⊕ partial, then every semantic check (model names, pos-emb combos, datasets)."""
+    partial = validate_structure(partial, file=file)
+    cfg = deep_merge(default_config(), partial)
+    check_semantics(cfg, file=file, check_data=check_data)
+    return cfg
+
+
+def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data: bool = True) -> None:
+    """Cross-field checks the schema cannot express; raises UserError naming the key."""
+    from vitbench.data import DataRootError, check_data_root, list_datasets
+    from vitbench.models import validate_model_kwargs
+    from vitbench.train.run import model_kwargs
+
+    m = cfg["model"]
+    try:
+        validate_model_kwargs(m["name"], model_kwargs(m))
+    except (ValueError, KeyError) as exc:
+        key = "model.name" if "model" in str(exc).lower() and "unknown" in str(exc).lower() else "model"
+        raise UserError(_one_line(exc), file=file, key=key) from None
+    known = list_datasets()
+    fs, ft = cfg["eval"]["fewshot"], cfg["eval"]["finetune"]
+    datasets = [("pretrain.dataset", cfg["pretrain"]["dataset"])]
+    datasets += [(f"eval.fewshot.datasets[{i}]", d) for i, d in enumerate(fs["datasets"])]
+    if ft["dataset"]:
+        datasets.append(("eval.finetune.dataset", ft["dataset"]))
+    for key, name in datasets:
+        if name not in known:
+            raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(known))}", file=file, key=key)
+    if len(set(fs["shots"])) != len(fs["shots"]):
+        raise UserError("shot counts must be distinct", file=file, key="eval.fewshot.shots")
+    if ft["dataset"] and not ft["lrs"]:
+        raise UserError("needs at least one learning rate (or set eval.finetune.dataset: null)",
+                        file=file, key="eval.finetune.lrs")
+    p = cfg["pretrain"]
+    if p["warmup_steps"] > p["steps"] and p["steps"] > 0:
+        raise UserError(f"warm-up ({p['warmup_steps']}) is longer than the run ({p['steps']} steps)",
+                        file=file, key="pretrain.warmup_steps")
+    if check_data:
+        root = cfg["runtime"]["data_root"] or os.environ.get("VITBENCH_DATA")
+        for key, name in datasets:
+            try:
+                check_data_root(name, root)
+            except DataRootError as exc:
+                raise UserError(_one_line(exc), file=file, key=key) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().strip("'\"") or type(exc).__name__
+    return " ".join(text.split())
+
+
+def load_run_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> dict[str, Any]:
+    """A run config file (partial; defaults fill the rest) plus ``--set`` overrides."""
+    from vitbench.spec.overrides import apply_overrides
+
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"must be a mapping of run-config keys, got {type(raw).__name__}", file=str(path))
+    raw = apply_overrides(validate_structure(raw, file=str(path)), overrides or [], file=str(path))
+    return resolve_run_config(raw, file=str(path))

@@ -1,0 +1,244 @@
+"""The run-config schema: every key a run accepts, its type, default and meaning.
+
+A *run config* is a nested dict (YAML on disk). Everything outside ``runtime`` defines the
+run and feeds its id (see ``vitbench.plan.run_id``); ``runtime`` holds site and speed knobs
+(device, data root, checkpoint cadence) that must not change which run directory a run uses.
+
+Like vision_transformer's base config, every field carries a comment: ``help``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from vitbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of the schema."""
+
+    type: tuple[type, ...]  # allowed Python types of the value (after YAML parsing)
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+    minimum: float | None = None  # inclusive lower bound for numbers and list items
+    item_type: type | None = None  # for lists: type of each item
+    exclusive_min: bool = False  # True: value must be > minimum
+
+
+INT = (int,)
+FLOAT = (float, int)  # YAML writes 1e-3 as float but 1 as int; both are fine for floats
+STR = (str,)
+BOOL = (bool,)
+LIST = (list,)
+
+AUGMENT = {
+    "crop": Field(STR, "none", "random crop: none | pad_crop | random_resized", choices=("none", "pad_crop", "random_resized")),
+    "flip": Field(BOOL, False, "random horizontal flip"),
+}
+
+SCHEMA: dict[str, Any] = {
+    "seed": Field(INT, 0, "run seed: model init, data order, augmentation, few-shot draws", minimum=0),
+    "model": {
+        "name": Field(STR, "ViT-micro/4", "registered model name, e.g. ViT-B/16, BiT-R50x1, R50+B/16, ViT-micro/4"),
+        "pos_embed": Field(STR, "learned_1d", "ViT position embedding (paper Table 8)",
+                           choices=("none", "learned_1d", "learned_2d", "relative", "sincos_2d")),
+        "pos_placement": Field(STR, "stem", "where position embeddings are added (Table 8 columns)",
+                               choices=("stem", "every_layer", "every_layer_shared")),
+        "pool": Field(STR, "cls", "representation: [class] token or global average pooling (App. D.3)", choices=("cls", "gap")),
+        "pre_logits": Field(BOOL, True, "paper's pretraining head: Linear(D,D)+tanh before the classifier"),
+        "dropout": Field(FLOAT, 0.0, "dropout rate (paper: 0.1 for ImageNet/21k pretraining, 0 for JFT)", minimum=0.0),
+    },
+    "pretrain": {
+        "dataset": Field(STR, "synthetic", "pretraining dataset name (see vitbench.data.list_datasets)"),
+        "size": Field(INT, None, "pretraining-set size N: the first N of a fixed permutation (nested subsets); null = all",
+                      nullable=True, minimum=1),
+        "img_size": Field(INT, 16, "pretraining resolution in pixels", minimum=1),
+        "steps": Field(INT, 300, "optimiser steps", minimum=0),
+        "batch_size": Field(INT, 128, "global batch size", minimum=1),
+        "optimizer": Field(STR, "adamw", "adam (L2 in the gradient) or adamw (decoupled decay)", choices=("adam", "adamw")),
+        "lr": Field(FLOAT, 1e-3, "peak learning rate", minimum=0.0, exclusive_min=True),
+        "b1": Field(FLOAT, 0.9, "Adam beta1", minimum=0.0),
+        "b2": Field(FLOAT, 0.999, "Adam beta2", minimum=0.0),
+        "weight_decay": Field(FLOAT, 0.1, "weight decay (paper: 0.1 on JFT)", minimum=0.0),
+        "warmup_steps": Field(INT, 30, "linear warm-up steps", minimum=0),
+        "decay": Field(STR, "linear", "decay after warm-up", choices=("linear", "cosine")),
+        "grad_clip": Field(FLOAT, 1.0, "clip gradients at this global norm; 0 disables", minimum=0.0),
+        "label_smoothing": Field(FLOAT, 0.0, "label smoothing of the cross-entropy", minimum=0.0),
+        "augment": dict(AUGMENT),
+    },
+    "eval": {
+        "fewshot": {
+            "datasets": Field(LIST, ["digits"], "few-shot linear transfer datasets; [] disables", item_type=str),
+            "shots": Field(LIST, [1, 5, 10, 25], "examples per class (big_vision: 1, 5, 10, 25)", item_type=int, minimum=1),
+            "seeds": Field(INT, 3, "draws of the few-shot training examples per shot count", minimum=1),
+            "l2": Field(FLOAT, 1024.0, "ridge regulariser of the closed-form least squares (big_vision: 2^10)", minimum=0.0),
+            "img_size": Field(INT, None, "resolution of the few-shot images; null = pretraining resolution",
+                              nullable=True, minimum=1),
+        },
+        "finetune": {
+            "dataset": Field(STR, "digits", "fine-tuning dataset; null disables fine-tuning", nullable=True),
+            "steps": Field(INT, 100, "SGD steps per learning rate", minimum=1),
+            "batch_size": Field(INT, 64, "batch size (paper: 512)", minimum=1),
+            "lrs": Field(LIST, [0.003, 0.01, 0.03], "learning-rate sweep; picked on the dev split", item_type=float,
+                         minimum=0.0),
+            "warmup_steps": Field(INT, 10, "linear warm-up steps", minimum=0),
+            "grad_clip": Field(FLOAT, 1.0, "global-norm gradient clipping", minimum=0.0),
+            "img_size": Field(INT, None, "fine-tuning resolution (paper: 384 for 224 pretraining); null = pretraining's",
+                              nullable=True, minimum=1),
+            "augment": dict(AUGMENT),
+        },
+    },
+    "runtime": {
+        # Not part of the run id: these change where and how fast a run goes, not what it computes.
+        "device": Field(STR, "auto", "auto | cpu | cuda | cuda:N"),
+        "data_root": Field(STR, None, "root of the real datasets (else $VITBENCH_DATA)", nullable=True),
+        "checkpoint_every": Field(INT, 100, "pretraining steps between checkpoints", minimum=1),
+        "log_every": Field(INT, 25, "steps between metric lines (and host syncs)", minimum=1),
+        "compile": Field(BOOL, False, "torch.compile the model (only where measured faster)"),
+        "precision": Field(STR, "auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
+                           choices=("auto", "fp32", "bf16")),
+        "num_workers": Field(INT, 4, "DataLoader workers for streaming (ImageFolder) datasets", minimum=0),
+        "eval_batch_size": Field(INT, 512, "batch size for evaluation and feature extraction", minimum=1),
+        "progress": Field(STR, "auto", "progress bar: auto (on a terminal) | on | off", choices=("auto", "on", "off")),
+    },
+}
+
+# Keys that identify a run; ``runtime`` is excluded from the run id.
+RUNTIME_KEY = "runtime"
+
+
+def _defaults(node: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, sub in node.items():
+        out[key] = _defaults(sub) if isinstance(sub, dict) else copy.deepcopy(sub.default)
+    return out
+
+
+def default_config() -> dict[str, Any]:
+    """A fresh, fully populated run config with every default."""
+    return _defaults(SCHEMA)
+
+
+def schema_node(path: str) -> Field | dict[str, Any] | None:
+    """The schema entry at a dotted path, or None if the path is unknown."""
+    node: Any = SCHEMA
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def allowed_keys(path: str) -> list[str]:
+    node = SCHEMA if not path else schema_node(path)
+    return sorted(node) if isinstance(node, dict) else []
+
+
+def _type_name(f: Field) -> str:
+    names = {int: "int", float: "float", str: "string", bool: "bool", list: "list"}
+    base = "float" if f.type == FLOAT else names.get(f.type[0], f.type[0].__name__)
+    if f.type == LIST and f.item_type is not None:
+        base = f"list of {names.get(f.item_type, f.item_type.__name__)}"
+    return base + (" or null" if f.nullable else "")
+
+
+def check_value(f: Field, value: Any, *, file: str | None, key: str) -> Any:
+    """Validate one leaf; returns the value normalised (ints → floats for float fields)."""
+    if value is None:
+        if f.nullable:
+            return None
+        raise UserError(f"must be {_type_name(f)}, got null", file=file, key=key)
+    # bool is a subclass of int: never accept True for an int field.
+    ok = isinstance(value, f.type) and not (isinstance(value, bool) and bool not in f.type)
+    if not ok:
+        raise UserError(f"must be {_type_name(f)}, got {type(value).__name__} {value!r:.60}", file=file, key=key)
+    if f.type == FLOAT:
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UserError(f"must be a finite number, got {value}", file=file, key=key)
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and f.item_type is not None:
+        checked = []
+        for i, item in enumerate(value):
+            good = isinstance(item, f.item_type) or (f.item_type is float and isinstance(item, int))
+            if isinstance(item, bool) or not good:
+                raise UserError(f"item {i} must be {_type_name(f)[8:]}, got {item!r:.60}", file=file, key=key)
+            checked.append(float(item) if f.item_type is float else item)
+        value = items = checked
+    if f.choices is not None and value not in f.choices:
+        raise UserError(f"{value!r} is not allowed; choose one of {', '.join(map(str, f.choices))}", file=file, key=key)
+    if f.minimum is not None:
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                bad = item <= f.minimum if f.exclusive_min else item < f.minimum
+                if bad:
+                    rel = ">" if f.exclusive_min else ">="
+                    raise UserError(f"must be {rel} {f.minimum:g}, got {item}", file=file, key=key)
+    return value
+
+
+def validate_structure(cfg: Any, *, file: str | None = None, partial: bool = False,
+                       prefix: str = "") -> dict[str, Any]:
+    """Check keys and leaf types of a (possibly partial) run config; returns a normalised copy.
+
+    Raises UserError naming the file, the dotted key and what is allowed.
+    """
+    node = SCHEMA if not prefix else schema_node(prefix)
+    assert isinstance(node, dict)
+    if not isinstance(cfg, dict):
+        raise UserError(f"must be a mapping of {', '.join(sorted(node))}, got {type(cfg).__name__}",
+                        file=file, key=prefix or "<top>")
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if not isinstance(key, str) or key not in node:
+            raise UserError(f"unknown key; allowed here: {', '.join(sorted(node))}", file=file, key=path)
+        sub = node[key]
+        if isinstance(sub, dict):
+            out[key] = validate_structure(value, file=file, partial=partial, prefix=path)
+        else:
+            out[key] = check_value(sub, value, file=file, key=path)
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; values of ``over`` win; lists are replaced, not concatenated."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def get_path(cfg: dict[str, Any], path: str) -> Any:
+    node: Any = cfg
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and isinstance(schema_node(path), dict):
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out

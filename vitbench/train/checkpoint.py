@@ -1,0 +1,97 @@
+"""Checkpoints: atomic writes, the last two kept, loaded with ``weights_only=True``.
+
+A checkpoint holds everything a resumed run needs to continue bit-for-bit on CPU: model,
+optimiser, schedule, the step (the data position: batches are a pure function of
+(seed, step)) and the RNG states. A truncated or corrupt ``last.pt`` is detected at load time
+and the run falls back to ``prev.pt``, saying so in its log.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+LAST = "last.pt"
+PREV = "prev.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        # numpy's state tuple holds an ndarray, which weights_only loading refuses: store tensors.
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``last.pt`` atomically, keeping the previous one as ``prev.pt``."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".ckpt.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        last = ckpt_dir / LAST
+        if last.exists():
+            os.replace(last, ckpt_dir / PREV)
+        os.replace(tmp, last)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return ckpt_dir / LAST
+
+
+def _load(path: Path) -> dict[str, Any]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "step" not in payload or "model" not in payload:
+        raise ValueError("not a vitbench checkpoint (missing step/model)")
+    return payload
+
+
+def load_checkpoint(ckpt_dir: str | os.PathLike[str], log: Callable[[str], None] = print
+                    ) -> dict[str, Any] | None:
+    """The newest readable checkpoint, or None if there is none.
+
+    Tries ``last.pt`` then ``prev.pt``; every unreadable file is reported through ``log``.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    for name in (LAST, PREV):
+        path = ckpt_dir / name
+        if not path.exists():
+            continue
+        try:
+            payload = _load(path)
+        except Exception as exc:  # truncated, zero bytes, random bytes, foreign pickle
+            log(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+                f"falling back to the previous one")
+            continue
+        if name == PREV:
+            log(f"using previous checkpoint {path} (step {payload['step']})")
+        return payload
+    return None

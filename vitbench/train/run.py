@@ -1,0 +1,332 @@
+"""One run, end to end: pretrain → few-shot linear eval → fine-tuning sweep → result record.
+
+This is the single entry point that ``vitbench run-one``, the local launcher and the SLURM
+jobs all call. It resumes from whatever the run directory holds: the newest readable
+checkpoint for pretraining, ``progress.json`` for finished evaluation pieces.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from vitbench.record.rundir import RunDir
+from vitbench.train import distributed
+from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vitbench.train.fewshot import fewshot_eval
+from vitbench.train.loop import LoopResult, extract, top1, train_loop
+from vitbench.train.optim import build_finetune_optimizer, build_pretrain_optimizer, build_schedule
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _progress_bar(total: int, initial: int, desc: str, mode: str) -> Any | None:
+    show = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def environment() -> dict[str, Any]:
+    import timm
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+            "host": socket.gethostname(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "threads": torch.get_num_threads()}
+
+
+class Run:
+    """Executes one resolved run config inside its run directory."""
+
+    def __init__(self, cfg: dict[str, Any], rundir: RunDir, *, should_stop: Callable[[], bool] | None = None) -> None:
+        self.cfg = cfg
+        self.rd = rundir
+        self.should_stop = should_stop
+        rt = cfg["runtime"]
+        self.device = resolve_device(rt["device"])
+        self.precision = rt["precision"]
+        self.dist = distributed.init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.dist.is_main:
+            self.rd.log(msg)
+
+    def _dataset(self, name: str, split: str, img_size: int, size: int | None = None) -> Any:
+        from vitbench.data import get_dataset
+
+        return get_dataset(name, split, img_size=img_size, root=self.cfg["runtime"]["data_root"], size=size,
+                           seed=self.cfg["seed"])
+
+    def _loader(self, spec: Any, batch_size: int, *, train: bool, augment: dict[str, Any] | None,
+                seed: int) -> Any:
+        from vitbench.data import make_loader
+
+        return make_loader(spec, batch_size=batch_size, device=self.device, train=train, seed=seed,
+                           augment=augment, num_workers=self.cfg["runtime"]["num_workers"])
+
+    def _eval_batches(self, spec: Any) -> Any:
+        return self._loader(spec, self.cfg["runtime"]["eval_batch_size"], train=False, augment=None,
+                            seed=0).iter_eval(self.cfg["runtime"]["eval_batch_size"])
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        from vitbench.models import create_model
+
+        m = self.cfg["model"]
+        torch.manual_seed(self.cfg["seed"])
+        model = create_model(m["name"], num_classes=num_classes, img_size=self.cfg["pretrain"]["img_size"],
+                             **model_kwargs(m))
+        return model.to(self.device)
+
+    # -- phases ---------------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any] | None:
+        """Run (or resume) to completion; returns the result record on the main rank."""
+        t_start = time.time()
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.rd.create(cfg)
+            self.rd.clear_error()
+        p = cfg["pretrain"]
+        torch.manual_seed(cfg["seed"])
+        train_ds = self._dataset(p["dataset"], "train", p["img_size"], p["size"])
+        model = self.build_model(train_ds.num_classes)
+        from vitbench.models import count_flops, count_params
+
+        n_params, flops = count_params(model), count_flops(model, p["img_size"])
+        self.log(f"run {self.rd.run_id}: {cfg['model']['name']} ({n_params:,} params, "
+                 f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, pretrain {p['dataset']} "
+                 f"n={len(train_ds)} steps={p['steps']}")
+
+        pre = self.pretrain(model, train_ds)
+        if pre.status == "diverged":
+            return self._finish(t_start, model, n_params, flops, pre, evals=None)
+        evals = self.evaluate(model, train_ds)
+        return self._finish(t_start, model, n_params, flops, pre, evals)
+
+    def pretrain(self, model: nn.Module, train_ds: Any) -> LoopResult:
+        p, rt = self.cfg["pretrain"], self.cfg["runtime"]
+        optimizer = build_pretrain_optimizer(model, p)
+        scheduler = build_schedule(optimizer, total=p["steps"], warmup=p["warmup_steps"], decay=p["decay"])
+        start = 0
+        ckpt = load_checkpoint(self.rd.ckpt_dir, log=self.log)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            start = int(ckpt["step"])
+            self.log(f"resuming from checkpoint at step {start}/{p['steps']}")
+            if ckpt.get("diverged_at") is not None:
+                return LoopResult("diverged", start, None, diverged_at=int(ckpt["diverged_at"]))
+        if start >= p["steps"]:
+            return LoopResult("ok", start, ckpt.get("last_loss") if ckpt else None)
+
+        loader = self._loader(train_ds, p["batch_size"], train=True, augment=p["augment"], seed=self.cfg["seed"])
+        net: nn.Module = model
+        if rt["compile"]:
+            net = torch.compile(net)  # type: ignore[assignment]
+        if self.dist.enabled:
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        def save(step: int) -> None:
+            if self.dist.is_main:
+                save_checkpoint(self.rd.ckpt_dir, {"step": step, "model": model.state_dict(),
+                                                   "optimizer": optimizer.state_dict(),
+                                                   "scheduler": scheduler.state_dict(), "rng": rng_state()})
+                self.rd.metric("checkpoint", step=step)
+
+        def on_log(step: int, loss: float, lr: float) -> None:
+            if self.dist.is_main:
+                self.rd.metric("train", phase="pretrain", step=step, loss=loss, lr=lr)
+
+        bar = _progress_bar(p["steps"], start, "pretrain", rt["progress"]) if self.dist.is_main else None
+        try:
+            res = train_loop(net, loader, optimizer, scheduler, start_step=start, total_steps=p["steps"],
+                             device=self.device, precision=self.precision, grad_clip=p["grad_clip"],
+                             label_smoothing=p["label_smoothing"], log_every=rt["log_every"], on_log=on_log,
+                             checkpoint_every=rt["checkpoint_every"], on_checkpoint=save,
+                             should_stop=self.should_stop, progress=bar,
+                             reduce_losses=distributed.mean_across_ranks if self.dist.enabled else None,
+                             batch_transform=lambda x, y: distributed.shard(x, y, self.dist))
+        finally:
+            if bar is not None:
+                bar.close()
+        if res.status == "diverged":
+            self.log(f"pretraining diverged: non-finite loss at step {res.diverged_at}")
+            if self.dist.is_main:
+                save_checkpoint(self.rd.ckpt_dir, {"step": res.steps_done, "model": model.state_dict(),
+                                                   "optimizer": optimizer.state_dict(),
+                                                   "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                                                   "diverged_at": res.diverged_at})
+            return res
+        if p["steps"] % rt["checkpoint_every"] != 0:
+            save(p["steps"])  # the evaluation phase resumes from the finished weights
+        self.log(f"pretraining done: {p['steps']} steps, loss {res.last_loss}")
+        return res
+
+    def evaluate(self, model: nn.Module, train_ds: Any) -> dict[str, Any] | None:
+        """Pretrain top-1, few-shot linear, fine-tuning sweep; main rank only."""
+        distributed.barrier(self.dist)
+        if not self.dist.is_main:
+            return None
+        cfg, progress = self.cfg, self.rd.read_progress()
+        p = cfg["pretrain"]
+        if "pretrain_top1" not in progress:
+            test = self._dataset(p["dataset"], "test", p["img_size"])
+            progress["pretrain_top1"] = top1(model, self._eval_batches(test), device=self.device,
+                                             precision=self.precision)
+            self.rd.write_progress(progress)
+        self.log(f"pretrain top-1 on {p['dataset']} test: {progress['pretrain_top1']:.4f}")
+
+        fs = cfg["eval"]["fewshot"]
+        progress.setdefault("fewshot", {})
+        for name in fs["datasets"]:
+            if name in progress["fewshot"]:
+                continue
+            img = fs["img_size"] or p["img_size"]
+            net = _at_resolution(model, img)
+            tr, dv, te = (self._dataset(name, split, img) for split in ("train", "dev", "test"))
+            xf, yf = extract(net, self._eval_batches(tr), device=self.device, precision=self.precision)
+            xd, yd = extract(net, self._eval_batches(dv), device=self.device, precision=self.precision)
+            xt, yt = extract(net, self._eval_batches(te), device=self.device, precision=self.precision)
+            progress["fewshot"][name] = fewshot_eval(xf, yf, xt, yt, num_classes=tr.num_classes, shots=fs["shots"],
+                                                     seeds=fs["seeds"], l2=fs["l2"], seed=cfg["seed"], dev=(xd, yd))
+            self.rd.write_progress(progress)
+            accs = ", ".join(f"{k}-shot {v['mean']:.4f}" for k, v in progress["fewshot"][name].items())
+            self.log(f"few-shot linear on {name}: {accs}")
+
+        ft = cfg["eval"]["finetune"]
+        if ft["dataset"]:
+            progress.setdefault("finetune", {})
+            for lr in ft["lrs"]:
+                key = repr(float(lr))
+                if key in progress["finetune"]:
+                    continue
+                progress["finetune"][key] = self.finetune_one(model, lr)
+                self.rd.write_progress(progress)
+        return progress
+
+    def finetune_one(self, pretrained: nn.Module, lr: float) -> dict[str, Any]:
+        """Fine-tune a copy at one learning rate; dev accuracy (for selection) and test accuracy."""
+        ft, p = self.cfg["eval"]["finetune"], self.cfg["pretrain"]
+        img = ft["img_size"] or p["img_size"]
+        tr, dev, te = (self._dataset(ft["dataset"], s, img) for s in ("train", "dev", "test"))
+        torch.manual_seed(self.cfg["seed"])
+        model = copy.deepcopy(pretrained)
+        model.reset_classifier(tr.num_classes)
+        model.set_img_size(img)
+        model.to(self.device)
+        opt = build_finetune_optimizer(model, lr)
+        sched = build_schedule(opt, total=ft["steps"], warmup=ft["warmup_steps"], decay="cosine")
+        loader = self._loader(tr, ft["batch_size"], train=True, augment=ft["augment"], seed=self.cfg["seed"] + 1)
+        t0 = time.time()
+        res = train_loop(model, loader, opt, sched, start_step=0, total_steps=ft["steps"], device=self.device,
+                         precision=self.precision, grad_clip=ft["grad_clip"],
+                         log_every=self.cfg["runtime"]["log_every"],
+                         on_log=lambda s, loss, cur: self.rd.metric("train", phase=f"finetune@{lr:g}", step=s,
+                                                                    loss=loss, lr=cur))
+        if res.status == "diverged":
+            self.log(f"fine-tuning at lr={lr:g} diverged at step {res.diverged_at}")
+            return {"status": "diverged", "diverged_at": res.diverged_at, "dev_top1": None, "test_top1": None}
+        out = {"status": "ok", "final_loss": res.last_loss,
+               "dev_top1": top1(model, self._eval_batches(dev), device=self.device, precision=self.precision),
+               "test_top1": top1(model, self._eval_batches(te), device=self.device, precision=self.precision),
+               "wall_s": round(time.time() - t0, 2)}
+        self.log(f"fine-tuned {ft['dataset']} at lr={lr:g}: dev {out['dev_top1']:.4f}, test {out['test_top1']:.4f}")
+        return out
+
+    def _finish(self, t_start: float, model: nn.Module, n_params: int, flops: int, pre: LoopResult,
+                evals: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not self.dist.is_main:
+            distributed.shutdown(self.dist)
+            return None
+        p = self.cfg["pretrain"]
+        images_seen = pre.steps_done * p["batch_size"]
+        record: dict[str, Any] = {
+            "status": "diverged" if pre.status == "diverged" else "done",
+            "config": self.cfg,
+            "model": {"name": self.cfg["model"]["name"], "params": n_params, "flops_per_image": flops},
+            "pretrain": {"steps_done": pre.steps_done, "images_seen": images_seen, "final_loss": pre.last_loss,
+                         "diverged_at": pre.diverged_at,
+                         # forward + backward ≈ 3 × forward FLOPs (the paper's compute axis)
+                         "train_flops": 3 * flops * images_seen},
+            "env": environment(),
+            "wall_s": round(time.time() - t_start, 2),
+        }
+        if evals is not None:
+            record["pretrain"]["top1"] = evals.get("pretrain_top1")
+            record["fewshot"] = evals.get("fewshot", {})
+            if "finetune" in evals:
+                record["finetune"] = summarise_finetune(self.cfg["eval"]["finetune"]["dataset"], evals["finetune"])
+        record["summary"] = summary_metrics(record)
+        self.rd.write_result(record)
+        self.log(f"result written: {record['status']} {record['summary']}")
+        distributed.shutdown(self.dist)
+        return record
+
+
+def model_kwargs(m: dict[str, Any]) -> dict[str, Any]:
+    """The create_model keyword arguments a model config implies (ViT-only keys for ViT/hybrid)."""
+    from vitbench.models import model_family
+
+    kw: dict[str, Any] = {"dropout": m["dropout"]}
+    if model_family(m["name"]) in ("vit", "hybrid"):
+        kw.update(pos_embed=m["pos_embed"], pos_placement=m["pos_placement"], pool=m["pool"],
+                  pre_logits=m["pre_logits"])
+    return kw
+
+
+def _at_resolution(model: nn.Module, img_size: int) -> nn.Module:
+    if getattr(model, "img_size", img_size) == img_size:
+        return model
+    other = copy.deepcopy(model)
+    other.set_img_size(img_size)
+    return other
+
+
+def summarise_finetune(dataset: str, per_lr: dict[str, Any]) -> dict[str, Any]:
+    """Pick the learning rate on the dev split (never on test), report test at that lr."""
+    ok = {lr: r for lr, r in per_lr.items() if r.get("status") == "ok" and r.get("dev_top1") is not None}
+    out: dict[str, Any] = {"dataset": dataset, "per_lr": per_lr, "best_lr": None, "dev_top1": None, "test_top1": None}
+    if ok:
+        # ties go to the smaller learning rate, deterministically
+        best = max(sorted(ok, key=float), key=lambda lr: ok[lr]["dev_top1"])
+        out.update(best_lr=float(best), dev_top1=ok[best]["dev_top1"], test_top1=ok[best]["test_top1"])
+    return out
+
+
+def summary_metrics(record: dict[str, Any]) -> dict[str, float | None]:
+    """Flat name → value view of a record, what tables and comparisons read."""
+    out: dict[str, float | None] = {}
+    if "top1" in record.get("pretrain", {}):
+        out["pretrain/top1"] = record["pretrain"]["top1"]
+    for ds, shots in (record.get("fewshot") or {}).items():
+        for k, v in shots.items():
+            out[f"fewshot/{ds}/{k}shot"] = v["mean"]
+            if "dev_mean" in v:
+                out[f"fewshot/{ds}/{k}shot/dev"] = v["dev_mean"]
+    ft = record.get("finetune")
+    if ft:
+        out[f"finetune/{ft['dataset']}/top1"] = ft["test_top1"]
+        out[f"finetune/{ft['dataset']}/top1/dev"] = ft["dev_top1"]
+    for k, v in list(out.items()):
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = None
+    return out

@@ -50,7 +50,8 @@ def _plan(args: argparse.Namespace):  # -> Plan
     if getattr(args, "data_root", None):
         overrides.append(f"runtime.data_root={args.data_root}")
     return make_plan(args.experiment, scale=args.scale, overrides=overrides, max_runs=args.max_runs,
-                     check_data=not getattr(args, "skip_data_check", False))
+                     # showing a plan needs no data; running one does
+                     check_data=not getattr(args, "dry_run", False))
 
 
 def _plan_table(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState]
@@ -145,8 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Other pipeline stages add their sub-commands here (launch, aggregate, bench, analyze).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _register_aggregate(sub: argparse._SubParsersAction) -> None:
+    from vitbench.aggregate.cli import register
+
+    register(sub)
+
+
+# Later pipeline stages add their sub-commands here (aggregate, bench, analyze).
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_aggregate]
 
 
 def main(argv: list[str] | None = None) -> int:

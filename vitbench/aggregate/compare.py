@@ -1,0 +1,135 @@
+"""Compare a new variant against an experiment's baselines.
+
+The variant is the experiment's base config (at the chosen scale) with an overlay — a partial run
+config file (``--variant FILE``) and/or ``--set key=value`` — run with the experiment's seeds.
+Baseline runs are whatever the experiment's plan already holds; only missing variant runs are
+launched. Each baseline group (one grid point, all seeds) gets a paired comparison over seeds:
+d_s = variant_s − baseline_s, the mean difference with a Student-t 95% confidence interval, and
+"significant" when the interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vitbench.aggregate.records import load_frame
+from vitbench.errors import UserError
+from vitbench.plan.ids import run_id
+from vitbench.plan.planner import Plan, PlannedRun
+from vitbench.spec.overrides import parse_override
+from vitbench.spec.runconfig import check_semantics, read_yaml
+from vitbench.spec.schema import deep_merge, default_config, set_path, validate_structure
+
+
+@dataclass
+class Variant:
+    name: str
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], name: str | None = None) -> Variant:
+    """One run per seed of the plan: base ⊕ scale base ⊕ variant overlay ⊕ seed."""
+    if not variant_file and not overrides:
+        raise UserError("give the variant with --variant FILE and/or --set key=value", key="--variant")
+    _, spec = plan.experiment.resolve_scale(plan.scale)
+    cfg = deep_merge(default_config(), spec["base"])
+    label = []
+    if variant_file:
+        raw = read_yaml(variant_file)
+        raw = validate_structure(raw if raw is not None else {}, file=variant_file)
+        cfg = deep_merge(cfg, raw)
+        label.append(Path(variant_file).stem)
+    for text in overrides:
+        key, value = parse_override(text, file="--set")
+        set_path(cfg, key, value)
+        label.append(f"{key}={value}")
+    check_semantics(cfg, file=variant_file or "--set")
+    seeds = sorted({r.config["seed"] for r in plan.runs})
+    runs = []
+    for s in seeds:
+        c = deep_merge(cfg, {"seed": s})
+        runs.append(PlannedRun(run_id(c), c, {"seed": s}))
+    return Variant(name or ", ".join(label), runs)
+
+
+def t_critical(df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def paired_delta(variant: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
+    """Mean paired difference over common seeds with a 95% t interval."""
+    seeds = sorted(set(variant) & set(baseline))
+    diffs = [variant[s] - baseline[s] for s in seeds]
+    n = len(diffs)
+    out: dict[str, Any] = {"n": n, "delta": math.nan, "lo": math.nan, "hi": math.nan, "significant": None}
+    if n == 0:
+        return out
+    mean = sum(diffs) / n
+    out["delta"] = mean
+    if n >= 2:
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        half = t_critical(n - 1) * sd / math.sqrt(n)
+        out.update(lo=mean - half, hi=mean + half, significant=bool(mean - half > 0 or mean + half < 0))
+    return out
+
+
+def compare_frame(plan: Plan, variant: Variant, results: str | Path, metric: str) -> pd.DataFrame:
+    """One row per baseline group: baseline and variant means, delta, 95% CI, significance."""
+    base = load_frame(plan, results)
+    vplan = Plan(plan.experiment, plan.scale, variant.runs, varying=[])
+    var = load_frame(vplan, results)
+    if metric not in base.columns and metric not in var.columns:
+        raise UserError(f"no run record has metric {metric!r}", key="--metric")
+    vals = _by_seed(var, metric)
+    group_keys = [k for k in plan.varying if k != "seed"]
+    rows = []
+    groups = base.groupby(group_keys, sort=False, dropna=False) if group_keys else [((), base)]
+    for key, sub in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        b = _by_seed(sub, metric)
+        d = paired_delta(vals, b)
+        row = {k: v for k, v in zip(group_keys, key)}
+        row.update(baseline=_mean(b.values()), variant=_mean(vals.values()), **d)
+        row["seeds"] = f"{d['n']}/{len(sub)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _by_seed(frame: pd.DataFrame, metric: str) -> dict[int, float]:
+    if metric not in frame.columns:
+        return {}
+    ok = frame[(frame["state"] == "done") & frame[metric].notna()]
+    return {int(s): float(v) for s, v in zip(ok["seed"], ok[metric])}
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def render_comparison(frame: pd.DataFrame, variant: Variant, metric: str) -> str:
+    from tabulate import tabulate
+
+    def f(x: Any, signed: bool = False) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "—"
+        return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+    rows = []
+    keys = [c for c in frame.columns if c not in ("baseline", "variant", "n", "delta", "lo", "hi", "significant",
+                                                   "seeds")]
+    for r in frame.to_dict("records"):
+        ci = "—" if math.isnan(r["lo"]) else f"[{r['lo']:+.4f}, {r['hi']:+.4f}]"
+        sig = {True: "yes", False: "no", None: "n/a (<2 paired seeds)"}[r["significant"]]
+        rows.append([*(str(r[k]) for k in keys), f(r["baseline"]), f(r["variant"]), f(r["delta"], True), ci, sig,
+                     r["seeds"]])
+    head = f"variant: {variant.name}\nmetric: {metric} (paired over seeds, 95% t interval)\n\n"
+    return head + tabulate(rows, headers=[*keys, "baseline", "variant", "Δ", "95% CI", "significant",
+                                          "paired seeds"], tablefmt="github", disable_numparse=True) + "\n"

@@ -1,0 +1,266 @@
+"""Paper-style tables from run records: mean ± std over seeds, N/A and missing cells explicit.
+
+An experiment's ``report.tables`` is a list of table specs::
+
+    title:  "Table 8 ..."                    # caption
+    metric: fewshot/{fewshot_dataset}/5shot  # summary metric (test split); {placeholders} from the config
+    metrics: [...]                           # or several: one table each
+    rows:   model.pos_embed                  # key whose values are the rows
+    cols:   model.pos_placement              # key whose values are the columns (optional)
+    tune:   pretrain.lr                      # optional: add a "tuned" column choosing, per row, the value
+                                             # of this key with the best *dev* metric (metric + "/dev")
+    kind:   grid | compute                   # compute: rows with params, GFLOPs/img, exaFLOPs, metric
+
+Cells: ``N/A`` — no run planned for that combination (e.g. Table 8's relative × every layer);
+``missing (k/n)`` — planned runs without a record; ``diverged`` — every finished run diverged.
+Partial cells say how many of the planned seeds they average, e.g. ``0.6420 ± 0.0040 (2/3)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from vitbench.errors import UserError
+from vitbench.plan.planner import Plan
+from vitbench.spec.schema import get_path
+
+REPORT_KEYS = ("title", "metric", "rows", "cols", "tune", "kind", "metrics")
+KINDS = ("grid", "compute")
+
+
+@dataclass
+class Cell:
+    mean: float = math.nan
+    std: float = math.nan
+    n: int = 0  # finished, finite results
+    planned: int = 0
+    diverged: int = 0
+    note: str = ""  # e.g. the tuned value
+
+    @property
+    def state(self) -> str:
+        if self.planned == 0:
+            return "na"
+        if self.n == 0:
+            return "diverged" if self.diverged == self.planned else "missing"
+        return "ok" if self.n == self.planned else "partial"
+
+    def text(self) -> str:
+        s = self.state
+        if s == "na":
+            return "N/A"
+        if s == "diverged":
+            return f"diverged ({self.diverged}/{self.planned})"
+        if s == "missing":
+            extra = f", {self.diverged} diverged" if self.diverged else ""
+            return f"missing ({self.n}/{self.planned}{extra})"
+        out = f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+        if s == "partial":
+            out += f" ({self.n}/{self.planned}" + (f", {self.diverged} diverged)" if self.diverged else ")")
+        if self.note:
+            out += f" @ {self.note}"
+        return out
+
+
+@dataclass
+class Table:
+    title: str
+    metric: str
+    text: pd.DataFrame  # what is shown
+    cells: pd.DataFrame  # long form: row, col, mean, std, n, planned, diverged, state
+
+
+def placeholders(plan: Plan) -> dict[str, str]:
+    """Values for {fewshot_dataset} / {finetune_dataset} in metric names, from the plan's configs."""
+    base = plan.runs[0].config
+    return {"fewshot_dataset": (base["eval"]["fewshot"]["datasets"] or ["?"])[0],
+            "finetune_dataset": base["eval"]["finetune"]["dataset"] or "?"}
+
+
+def report_section(plan: Plan) -> dict[str, Any]:
+    file = str(plan.experiment.path)
+    report = plan.experiment.raw.get("report") or {}
+    for key in report:
+        if key not in ("tables", "plots", "compare_metric"):
+            raise UserError("unknown key; allowed: tables, plots, compare_metric", file=file, key=f"report.{key}")
+    return report
+
+
+def report_specs(plan: Plan) -> list[dict[str, Any]]:
+    """The table specs of an experiment's report section, checked, placeholders filled."""
+    file = str(plan.experiment.path)
+    specs = report_section(plan).get("tables") or []
+    if not isinstance(specs, list) or not specs:
+        raise UserError("has no report.tables section (a list of {metric, rows, cols}) to build a table from",
+                        file=file, key="report.tables")
+    base, fill = plan.runs[0].config, placeholders(plan)
+    out = []
+    for i, spec in enumerate(specs):
+        where = f"report.tables[{i}]"
+        if not isinstance(spec, dict):
+            raise UserError("must be a mapping", file=file, key=where)
+        for key in spec:
+            if key not in REPORT_KEYS:
+                raise UserError(f"unknown key; allowed: {', '.join(REPORT_KEYS)}", file=file, key=f"{where}.{key}")
+        kind = spec.get("kind", "grid")
+        if kind not in KINDS:
+            raise UserError(f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}", file=file, key=f"{where}.kind")
+        if ("metric" not in spec and "metrics" not in spec) or "rows" not in spec:
+            raise UserError("needs metric (or metrics) and rows", file=file, key=where)
+        metrics = spec.get("metrics") or [spec["metric"]]
+        if not isinstance(metrics, list):
+            raise UserError("must be a list of metric names", file=file, key=f"{where}.metrics")
+        for key in ("rows", "cols", "tune"):
+            if spec.get(key) is not None:
+                try:
+                    get_path(base, spec[key])
+                except (KeyError, TypeError):
+                    raise UserError(f"{spec[key]!r} is not a run-config key", file=file,
+                                    key=f"{where}.{key}") from None
+        for m in metrics:
+            out.append({**spec, "kind": kind, "metric": str(m).format(**fill)})
+    return out
+
+
+def _values(plan: Plan, key: str) -> list[Any]:
+    seen: list[Any] = []
+    for r in plan.runs:
+        v = get_path(r.config, key)
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def _cell(frame: pd.DataFrame, metric: str) -> Cell:
+    planned = len(frame)
+    if planned == 0:
+        return Cell()
+    diverged = int((frame["state"] == "diverged").sum())
+    vals = frame.loc[frame["state"] == "done", metric] if metric in frame else pd.Series(dtype=float)
+    vals = vals.dropna()
+    n = len(vals)
+    if n == 0:
+        return Cell(planned=planned, diverged=diverged)
+    return Cell(mean=float(vals.mean()), std=float(vals.std(ddof=0)), n=n, planned=planned, diverged=diverged)
+
+
+def _fmt_key(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if v is None:
+        return "all"
+    return str(v)
+
+
+def _row_frame(plan: Plan, frame: pd.DataFrame, key: str, value: Any) -> pd.DataFrame:
+    if key in frame.columns:
+        return frame[frame[key].map(lambda x: x == value)]
+    return frame  # the key does not vary: every run has that value
+
+
+def grid_table(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any]) -> Table:
+    metric, rk, ck, tune = spec["metric"], spec["rows"], spec.get("cols"), spec.get("tune")
+    rows, cols = _values(plan, rk), (_values(plan, ck) if ck else [None])
+    text: dict[str, list[str]] = {}
+    long = []
+    for c in cols:
+        col_name = _fmt_key(c) if ck else metric
+        text[col_name] = []
+        for r in rows:
+            sub = _row_frame(plan, frame, rk, r)
+            if ck:
+                sub = _row_frame(plan, sub, ck, c)
+            cell = _cell(sub, metric)
+            text[col_name].append(cell.text())
+            long.append({"row": _fmt_key(r), "col": _fmt_key(c) if ck else "", **_cell_numbers(cell)})
+    if tune:
+        label = f"tuned {tune.split('.')[-1]} (dev)"
+        text[label] = []
+        for r in rows:
+            cell = _tuned(plan, _row_frame(plan, frame, rk, r), tune, metric)
+            text[label].append(cell.text())
+            long.append({"row": _fmt_key(r), "col": label, **_cell_numbers(cell)})
+    shown = pd.DataFrame(text, index=pd.Index([_fmt_key(r) for r in rows], name=rk))
+    return Table(spec.get("title") or metric, metric, shown, pd.DataFrame(long))
+
+
+def _tuned(plan: Plan, frame: pd.DataFrame, key: str, metric: str) -> Cell:
+    """Best value of ``key`` by the mean *dev* metric; the test metric reported at that value."""
+    dev = f"{metric}/dev"
+    best, best_dev = None, -math.inf
+    for v in _values(plan, key):
+        sub = _row_frame(plan, frame, key, v)
+        c = _cell(sub, dev)
+        if c.n and c.mean > best_dev:
+            best, best_dev = v, c.mean
+    if best is None:
+        return _cell(frame.iloc[0:0], metric) if len(frame) == 0 else Cell(planned=len(frame),
+                                                                          diverged=int((frame["state"] == "diverged").sum()))
+    cell = _cell(_row_frame(plan, frame, key, best), metric)
+    cell.note = f"{key.split('.')[-1]}={_fmt_key(best)}"
+    return cell
+
+
+def _cell_numbers(cell: Cell) -> dict[str, Any]:
+    return {"mean": cell.mean, "std": cell.std, "n": cell.n, "planned": cell.planned, "diverged": cell.diverged,
+            "state": cell.state, "note": cell.note}
+
+
+def compute_table(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any]) -> Table:
+    """Table 6 style: per model, parameters, GFLOPs per image, pretraining exaFLOPs, accuracy."""
+    metric, rk = spec["metric"], spec["rows"]
+    rows = _values(plan, rk)
+    cols: dict[str, list[str]] = {"params (M)": [], "GFLOPs/img": [], "exaFLOPs": [], metric: []}
+    long = []
+    for r in rows:
+        sub = _row_frame(plan, frame, rk, r)
+        done = sub[sub["state"].isin(["done", "diverged"])]
+        params = done["params"].dropna()
+        gfl = done["flops_per_image"].dropna()
+        exa = done["exaflops"].dropna()
+        cols["params (M)"].append(f"{params.iloc[0] / 1e6:.3f}" if len(params) else "missing")
+        cols["GFLOPs/img"].append(f"{gfl.iloc[0] / 1e9:.4f}" if len(gfl) else "missing")
+        cols["exaFLOPs"].append(f"{exa.mean():.3e}" if len(exa) else "missing")
+        cell = _cell(sub, metric)
+        cols[metric].append(cell.text())
+        long.append({"row": _fmt_key(r), "col": metric, **_cell_numbers(cell),
+                     "params": float(params.iloc[0]) if len(params) else math.nan,
+                     "exaflops": float(exa.mean()) if len(exa) else math.nan})
+    shown = pd.DataFrame(cols, index=pd.Index([_fmt_key(r) for r in rows], name=rk))
+    return Table(spec.get("title") or metric, metric, shown, pd.DataFrame(long))
+
+
+def build_tables(plan: Plan, frame: pd.DataFrame) -> list[Table]:
+    return [compute_table(plan, frame, s) if s["kind"] == "compute" else grid_table(plan, frame, s)
+            for s in report_specs(plan)]
+
+
+def render(tables: list[Table], fmt: str) -> str:
+    """md (GitHub tables with captions), csv (long form, numbers), latex (booktabs)."""
+    from tabulate import tabulate
+
+    if fmt == "csv":
+        parts = []
+        for t in tables:
+            df = t.cells.copy()
+            df.insert(0, "metric", t.metric)
+            df.insert(0, "table", t.title)
+            parts.append(df)
+        return pd.concat(parts).to_csv(index=False, float_format="%.6f", lineterminator="\n")
+    out = []
+    for t in tables:
+        body = t.text.reset_index()
+        if fmt == "md":
+            out.append(f"**{t.title}** — metric `{t.metric}`, mean ± std over seeds\n\n"
+                       + tabulate(body, headers="keys", tablefmt="github", showindex=False, disable_numparse=True))
+        elif fmt == "latex":
+            out.append(f"% {t.title} ({t.metric})\n"
+                       + tabulate(body, headers="keys", tablefmt="latex_booktabs", showindex=False,
+                                  disable_numparse=True))
+        else:
+            raise UserError(f"unknown format {fmt!r}; allowed: md, csv, latex", key="--format")
+    return "\n\n".join(out) + "\n"

@@ -152,8 +152,14 @@ def _register_aggregate(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _register_analyze(sub: argparse._SubParsersAction) -> None:
+    from vitbench.analyze.cli import register
+
+    register(sub)
+
+
 # Later pipeline stages add their sub-commands here (aggregate, bench, analyze).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_aggregate]
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_aggregate, _register_analyze]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,116 @@
+"""Tables, plots and comparisons from run records (records written here; no training)."""
+
+from pathlib import Path
+
+import pytest
+
+from vitbench.aggregate.compare import Variant, compare_frame, make_variant, paired_delta, render_comparison
+from vitbench.aggregate.records import load_frame
+from vitbench.aggregate.tables import build_tables, render
+from vitbench.cli import main
+from vitbench.plan.planner import make_plan
+from vitbench.record.rundir import RunDir, run_dir
+from vitbench.spec.schema import get_path
+
+POS = "ablations/pos_embed.yaml"
+
+
+def write_record(results: Path, run, metric: float, status: str = "done") -> None:  # noqa: ANN001
+    summary = {"fewshot/digits/5shot": metric, "fewshot/digits/5shot/dev": metric,
+               "finetune/digits/top1": metric, "finetune/digits/top1/dev": metric}
+    rd = RunDir(run_dir(results, run.run_id))
+    rd.create(run.config)
+    rd.write_result({"status": status, "config": run.config, "summary": summary if status == "done" else {},
+                     "model": {"params": 1000, "flops_per_image": 2_000_000},
+                     "pretrain": {"train_flops": 6e12, "diverged_at": 5 if status == "diverged" else None}})
+
+
+def fill(results: Path, plan, skip=lambda r: False, diverge=lambda r: False) -> None:  # noqa: ANN001
+    for i, r in enumerate(plan.runs):
+        if skip(r):
+            continue
+        value = 0.5 + 0.01 * i + 0.001 * r.config["seed"]
+        write_record(results, r, value, "diverged" if diverge(r) else "done")
+
+
+def test_table8_layout_with_na_missing_and_diverged(tmp_path: Path) -> None:
+    plan = make_plan(POS, scale="micro", check_data=False)
+    is_rel = lambda r: get_path(r.config, "model.pos_embed") == "relative"  # noqa: E731
+    is_2d_every = lambda r: (get_path(r.config, "model.pos_embed") == "learned_2d"  # noqa: E731
+                             and get_path(r.config, "model.pos_placement") == "every_layer")
+    fill(tmp_path, plan, skip=lambda r: is_rel(r) or (is_2d_every(r) and r.config["seed"] == 2),
+         diverge=lambda r: get_path(r.config, "model.pos_embed") == "none")
+    (t8, _ft) = build_tables(plan, load_frame(plan, tmp_path))
+    assert list(t8.text.columns) == ["stem", "every_layer", "every_layer_shared"]
+    assert list(t8.text.index) == ["learned_1d", "learned_2d", "sincos_2d", "none", "relative"]
+    assert t8.text.loc["none", "every_layer"] == "N/A" and t8.text.loc["relative", "every_layer_shared"] == "N/A"
+    assert t8.text.loc["relative", "stem"] == "missing (0/3)"
+    assert t8.text.loc["none", "stem"] == "diverged (3/3)"
+    assert t8.text.loc["learned_2d", "every_layer"].endswith("(2/3)")
+    assert " ± " in t8.text.loc["learned_1d", "stem"]
+    md = render([t8], "md")
+    assert "N/A" in md and "missing (0/3)" in md
+    csv = render([t8], "csv")
+    assert csv.splitlines()[0] == "table,metric,row,col,mean,std,n,planned,diverged,state,note"
+
+
+def test_tables_regenerate_byte_identically(tmp_path: Path) -> None:
+    plan = make_plan(POS, scale="micro", check_data=False)
+    fill(tmp_path, plan)
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"t{i}.md"
+        assert main(["table", POS, "--scale", "micro", "--results", str(tmp_path), "--out", str(out)]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    for fmt in ("csv", "latex"):
+        assert main(["table", POS, "--scale", "micro", "--results", str(tmp_path), "--format", fmt,
+                     "--out", str(tmp_path / f"t.{fmt}")]) == 0
+
+
+def test_tuned_learning_rate_uses_dev_not_test(tmp_path: Path) -> None:
+    plan = make_plan("ablations/class_vs_gap.yaml", scale="micro", check_data=False)
+    for r in plan.runs:
+        lr = r.config["pretrain"]["lr"]
+        rd = RunDir(run_dir(tmp_path, r.run_id))
+        rd.create(r.config)
+        # dev prefers lr=1e-3, test would prefer 1e-2: the tuned column must follow dev
+        dev = 0.9 if lr == 1e-3 else 0.5
+        test = 0.99 if lr == 1e-2 else 0.6
+        rd.write_result({"status": "done", "config": r.config,
+                         "summary": {"fewshot/digits/5shot": test, "fewshot/digits/5shot/dev": dev}})
+    table = build_tables(plan, load_frame(plan, tmp_path))[0]
+    tuned = table.text.columns[-1]
+    assert tuned.startswith("tuned lr")
+    assert table.text.loc["cls", tuned] == "0.6000 ± 0.0000 @ lr=0.001"
+
+
+def test_plots_written(tmp_path: Path) -> None:
+    plan = make_plan(POS, scale="micro", check_data=False)
+    fill(tmp_path, plan)
+    assert main(["plot", POS, "--scale", "micro", "--results", str(tmp_path), "--out", str(tmp_path / "p")]) == 0
+    files = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert files == ["pos_embed-micro-table8.pdf", "pos_embed-micro-table8.png"]
+
+
+def test_paired_delta_interval() -> None:
+    d = paired_delta({0: 0.6, 1: 0.62, 2: 0.64}, {0: 0.5, 1: 0.51, 2: 0.55})
+    assert d["n"] == 3 and d["delta"] == pytest.approx(0.1)
+    assert d["lo"] < d["delta"] < d["hi"] and d["significant"] is True
+    same = paired_delta({0: 0.5, 1: 0.6}, {0: 0.55, 1: 0.55})
+    assert same["significant"] is False
+    assert paired_delta({0: 0.5}, {0: 0.4})["significant"] is None
+
+
+def test_compare_against_every_baseline(tmp_path: Path) -> None:
+    plan = make_plan(POS, scale="micro", check_data=False)
+    fill(tmp_path, plan)
+    variant = make_variant(plan, variant_file=None, overrides=["model.pos_embed=sincos_2d",
+                                                               "model.pos_placement=every_layer"])
+    assert [r.config["seed"] for r in variant.runs] == [0, 1, 2]
+    for r in variant.runs:
+        write_record(tmp_path, r, 0.9 + 0.001 * r.config["seed"])
+    frame = compare_frame(plan, variant, tmp_path, "fewshot/digits/5shot")
+    assert len(frame) == 10 and (frame["delta"] > 0).all() and frame["significant"].all()
+    text = render_comparison(frame, variant, "fewshot/digits/5shot")
+    assert "95% CI" in text and "model.pos_embed=sincos_2d" in text

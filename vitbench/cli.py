@@ -87,11 +87,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from vitbench.plan.planner import make_plan
+    from vitbench.record.verify import verify_store
+    from vitbench.spec.experiment import SCALES
+
+    files = [Path(args.experiment)] if args.experiment else sorted(
+        p for d in ("experiments", "ablations") for p in Path(d).glob("*.yaml"))
+    known: set[str] = set()
+    for f in files:
+        for scale in SCALES:
+            try:
+                plan = make_plan(f, scale=scale, overrides=list(args.set or []), check_data=False,
+                                 max_runs=args.max_runs)
+            except UserError:
+                continue  # a scale the file does not define
+            known.update(r.run_id for r in plan.runs)
+    results = _results_dir(args)
+    rep = verify_store(results, known)
+    print(f"{results}: {rep.checked} run directories, {rep.done} finished records, "
+          f"{len(rep.problems)} problems, {len(rep.orphans)} orphans (planned by none of {len(files)} experiment files)")
+    for rid, what in rep.problems:
+        print(f"  problem  {rid}: {what}")
+    for rid in rep.orphans:
+        print(f"  orphan   {rid}")
+    return 0 if rep.ok else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from vitbench.launch.launcher import plan_states
 
+    if args.verify:
+        return cmd_verify(args)
+    if not args.experiment:
+        raise UserError("needs an experiment file (or --verify to audit the whole run store)", key="EXPERIMENT")
     plan = _plan(args)
     results = _results_dir(args)
     states = plan_states(plan, results)
@@ -107,8 +138,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_plan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment file (experiments/*.yaml, ablations/*.yaml)")
+def _add_plan_args(p: argparse.ArgumentParser, status: bool = False) -> None:
+    p.add_argument("experiment", nargs="?" if status else None,
+                   help="experiment file (experiments/*.yaml, ablations/*.yaml)")
     p.add_argument("--scale", help="paper | small | micro | smoke (default: the file's default_scale)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key in every run")
     p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
@@ -138,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="counts and a per-run table: done, running, pending, failed")
-    _add_plan_args(p)
+    _add_plan_args(p, status=True)
+    p.add_argument("--verify", action="store_true",
+                   help="audit the run store: config hashes, parseable records, orphans (all experiments if none given)")
     p.set_defaults(func=cmd_status)
 
     for register in _EXTRA_COMMANDS:
@@ -170,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"vitbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # disk full, read-only results directory, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"vitbench: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vitbench: interrupted", file=sys.stderr)
         return 130

@@ -64,11 +64,6 @@ class RunJob(submitit.helpers.Checkpointable):
             rd.log("already finished; nothing to do")
             return rd.read_result()["status"]  # type: ignore[index]
         env = submitit.JobEnvironment()
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-        if cpus and cpus.isdigit():
-            import torch
-
-            torch.set_num_threads(int(cpus))  # not every core of the node: only ours
         if env.num_tasks > 1:
             # DDP: RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT / LOCAL_RANK for torch.distributed
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)

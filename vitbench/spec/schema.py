@@ -99,6 +99,8 @@ SCHEMA: dict[str, Any] = {
         "data_root": Field(STR, None, "root of the real datasets (else $VITBENCH_DATA)", nullable=True),
         "checkpoint_every": Field(INT, 100, "pretraining steps between checkpoints", minimum=1),
         "log_every": Field(INT, 25, "steps between metric lines (and host syncs)", minimum=1),
+        "threads": Field(INT, 0, "CPU threads for torch; 0 = SLURM_CPUS_PER_TASK if set, else torch's default. "
+                         "Small models on a shared CPU: 1 (threads spin-waiting on a busy core cost 5x)", minimum=0),
         "compile": Field(BOOL, False, "torch.compile the model (only where measured faster)"),
         "precision": Field(STR, "auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
                            choices=("auto", "fp32", "bf16")),

@@ -58,11 +58,18 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -
         if last.exists():
             os.replace(last, ckpt_dir / PREV)
         os.replace(tmp, last)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        # torch.save reports a failed write (disk full) as a RuntimeError from its zip writer;
+        # surface the OSError underneath so callers see "No space left on device".
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__ or cause.__cause__
+        if cause is not None and cause is not exc:
+            raise cause from None
         raise
     return ckpt_dir / LAST
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import platform
 import socket
 import sys
@@ -18,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from vitbench.record.faults import fault_point
 from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
 from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -58,6 +60,9 @@ class Run:
         self.should_stop = should_stop
         rt = cfg["runtime"]
         self.device = resolve_device(rt["device"])
+        threads = rt["threads"] or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+        if threads > 0 and self.device.type == "cpu":
+            torch.set_num_threads(threads)
         self.precision = rt["precision"]
         self.dist = distributed.init_from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -96,7 +101,23 @@ class Run:
 
     # -- phases ---------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any] | None:
-        """Run (or resume) to completion; returns the result record on the main rank."""
+        """Run (or resume) to completion; returns the result record on the main rank.
+
+        A storage failure (disk full, read-only results directory) marks the run failed with the
+        reason when the directory still takes a small file, and is re-raised: earlier records are
+        never touched (every write goes to a temporary file first).
+        """
+        try:
+            return self._execute()
+        except OSError as exc:
+            reason = f"storage error: {exc.strerror or exc} ({exc.filename or self.rd.path})"
+            try:
+                self.rd.write_error(reason)
+            except OSError:
+                pass  # the disk refuses even that: the job log and SLURM's state carry the reason
+            raise
+
+    def _execute(self) -> dict[str, Any] | None:
         t_start = time.time()
         cfg = self.cfg
         if self.dist.is_main:
@@ -276,6 +297,7 @@ class Run:
             if "finetune" in evals:
                 record["finetune"] = summarise_finetune(self.cfg["eval"]["finetune"]["dataset"], evals["finetune"])
         record["summary"] = summary_metrics(record)
+        fault_point("before_result")
         self.rd.write_result(record)
         self.log(f"result written: {record['status']} {record['summary']}")
         distributed.shutdown(self.dist)

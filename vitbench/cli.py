@@ -186,6 +186,12 @@ def _register_aggregate(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _register_bench(sub: argparse._SubParsersAction) -> None:
+    from vitbench.bench import register
+
+    register(sub)
+
+
 def _register_analyze(sub: argparse._SubParsersAction) -> None:
     from vitbench.analyze.cli import register
 
@@ -193,10 +199,14 @@ def _register_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 # Later pipeline stages add their sub-commands here (aggregate, bench, analyze).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_aggregate, _register_analyze]
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_aggregate, _register_bench, _register_analyze]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that busy-wait collapse throughput 10-40x when the cores are shared (several
+    # runs on one node, measured in results/bench/); passive waiting costs little when they are not.
+    # torch is imported lazily below, so this takes effect; jobs inherit it through the environment.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

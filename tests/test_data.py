@@ -93,17 +93,19 @@ def test_synthetic_same_scene_at_any_img_size() -> None:
     assert corr > 0.8
 
 
-def test_synthetic_layouts_share_one_multiset() -> None:
-    """Every class has the same primitives, only arranged differently: bags of cells are uninformative."""
+def test_synthetic_layouts_groups_share_a_multiset() -> None:
+    """Classes of one group hold the same primitives, only arranged differently (position is needed to
+    tell them apart); groups differ in content (a bag of patches can tell the group)."""
     lay = synthetic.LAYOUTS
     assert lay.shape == (synthetic.NUM_CLASSES, synthetic.GRID ** 2)
     counts = torch.stack([torch.bincount(r, minlength=synthetic.NUM_TYPES) for r in lay])
-    assert (counts == counts[0]).all()
-    dist = (lay[:, None] != lay[None]).sum(-1) + 100 * torch.eye(len(lay), dtype=torch.int64)
-    assert int(dist.min()) >= synthetic.MIN_LAYOUT_DIST
-    mirrored = synthetic.mirror_layout(lay)
-    dist_m = (mirrored[:, None] != lay[None]).sum(-1) + 100 * torch.eye(len(lay), dtype=torch.int64)
-    assert int(dist_m.min()) >= synthetic.MIN_LAYOUT_DIST
+    groups = counts.reshape(synthetic.NUM_GROUPS, synthetic.PER_GROUP, -1)
+    assert (groups == groups[:, :1]).all()
+    assert len({tuple(g[0].tolist()) for g in groups}) == synthetic.NUM_GROUPS
+    for g in lay.reshape(synthetic.NUM_GROUPS, synthetic.PER_GROUP, -1):
+        eye = 100 * torch.eye(len(g), dtype=torch.int64)
+        assert int(((g[:, None] != g[None]).sum(-1) + eye).min()) >= synthetic.MIN_LAYOUT_DIST
+        assert int(((synthetic.mirror_layout(g)[:, None] != g[None]).sum(-1)).min()) >= synthetic.MIN_LAYOUT_DIST
 
 
 def test_synthetic_splits_disjoint_nested_and_sized() -> None:

@@ -4,15 +4,14 @@ Design (why position matters)
 -----------------------------
 The image is a 4×4 grid of cells. Each cell holds one stroke primitive out of 8 types
 (horizontal bar, vertical bar, '/' bar, '\\' bar, '+', '×', disc, ring). A class is a fixed
-*layout*: which type sits in which cell; there are 32. Every layout is a permutation of the SAME
-multiset (each type exactly twice), so all classes contain the same primitives and differ only in
-where they are. Layouts are built by cell swaps so that close relatives differ in only 4 cells
-(see ``_make_layouts``): telling them apart needs accurate per-cell recognition at the right
-place, and accuracy keeps improving with more pretraining data instead of saturating early. The cell a pixel belongs to, and so the set of cells, is class-independent; a
-bag-of-patches model (no position embedding, pooled) whose patches tile the cells sees the same
-distribution of patch sets for every class and sits at chance, while a model that knows where a
-patch is (position embeddings, or a CNN through the relative arrangement and zero padding) can
-read the layout. Cells are rendered independently, so nothing bleeds across cell borders; with
+*layout*: which type sits in which cell. The 32 classes are 8 multisets of primitives × 4
+arrangements of each: the arrangements of one multiset contain the same primitives and differ
+only in where they are. A bag-of-patches model (no position embedding, pooled) whose patches
+tile the cells can at best tell the multiset, not the arrangement (a ceiling of 1/4 of the
+task), while a model that knows where a patch is (position embeddings, or a CNN through the
+relative arrangement and zero padding) can read the whole layout. (With one multiset shared by
+all classes, a bag of patches gets no signal at all and a micro ViT, whose position embeddings
+start tiny, stays at chance: content that is partly informative gives it a way in.) Cells are rendered independently, so nothing bleeds across cell borders; with
 img_size a multiple of 4·patch the patch grid refines the cell grid exactly.
 
 Per-image nuisance (so the task is not a lookup): random background colour and brightness
@@ -42,11 +41,13 @@ from vitbench.data.rng import derive_seed, permutation, uniforms
 
 GRID = 4
 NUM_TYPES = 8
-NUM_CLASSES = 32
+NUM_GROUPS = 8  # multisets of primitives (what a bag of patches can tell apart)
+PER_GROUP = 4  # arrangements of each multiset (what only position tells apart)
+NUM_CLASSES = NUM_GROUPS * PER_GROUP
 DATA_SEED = 0  # the dataset's content seed: a constant, not the run seed
-P_CORRUPT = 0.2
-MIN_LAYOUT_DIST = 4  # cells in which any two class layouts (or one and the other's mirror) differ
-CONTRAST = (0.2, 0.65)  # foreground-background difference per channel, U(lo, hi)
+P_CORRUPT = 0.1
+MIN_LAYOUT_DIST = 8  # cells in which two arrangements of one multiset (or one and the other's mirror) differ
+CONTRAST = (0.45, 0.65)  # foreground-background difference per channel, U(lo, hi); a weak contrast (0.2) keeps a micro ViT on its initial plateau for thousands of steps
 
 # Virtual pools: disjoint index ranges, all < 2**32.
 TRAIN_POOL = 1_000_000
@@ -75,35 +76,37 @@ def mirror_layout(layout: torch.Tensor) -> torch.Tensor:
     return MIRROR_TYPE[grid].reshape(layout.shape)
 
 
-def _make_layouts(num_classes: int, min_dist: int, swaps: int = 2) -> torch.Tensor:
-    """``num_classes`` layouts, each a permutation of the base multiset (2 × every type).
+def _make_layouts(num_groups: int, per_group: int, min_dist: int) -> torch.Tensor:
+    """``num_groups × per_group`` layouts: ``num_groups`` multisets of primitives, each shown in
+    ``per_group`` arrangements.
 
-    Built by swaps: the first layout is a random permutation; each further candidate is an
-    accepted layout with ``swaps`` random cell swaps (swaps keep the multiset), accepted when it
-    differs in ≥ ``min_dist`` cells from every accepted layout and from each one's mirror image
-    (so flip augmentation cannot turn one class into another). Swap-built classes are close
-    relatives (typically exactly ``min_dist`` cells apart), which is what makes the task need
-    accurate per-cell recognition and more data, instead of saturating at a few thousand images
-    as random layouts (~14 cells apart) do.
+    Content alone (which primitives, how many of each) tells the group; only position tells
+    the arrangement within it. So a bag-of-patches model has a ceiling of 1/``per_group`` of the
+    task while it still gets a learning signal from the start (a task where content carries no
+    information at all leaves a ViT with tiny initial position embeddings at a saddle: every
+    permutation-invariant feature is exactly uninformative). Arrangements of one group differ in
+    ≥ ``min_dist`` cells from each other and from each one's mirror image, so flip augmentation
+    cannot turn one class into another.
     """
     cells = GRID * GRID
-    base = torch.arange(NUM_TYPES).repeat_interleave(cells // NUM_TYPES)
-    accepted = [base[permutation(cells, derive_seed("synthetic-layout", 0))]]
+    layouts = []
     attempt = 0
-    while len(accepted) < num_classes:
-        u = uniforms(torch.tensor([attempt]), derive_seed("synthetic-swap"), 1 + 2 * swaps)[0]
-        attempt += 1
-        cand = accepted[int(u[0] * len(accepted))].clone()
-        for k in range(swaps):
-            i, j = int(u[1 + 2 * k] * cells), int(u[2 + 2 * k] * cells)
-            cand[[i, j]] = cand[[j, i]]
-        if all(int((cand != a).sum()) >= min_dist and int((mirror_layout(cand) != a).sum()) >= min_dist
-               for a in accepted):
-            accepted.append(cand)
-    return torch.stack(accepted)
+    for grp in range(num_groups):
+        # a multiset: every type at least once, the rest of the cells drawn by a seeded hash
+        extra = uniforms(torch.tensor([grp]), derive_seed("synthetic-multiset"), cells - NUM_TYPES)[0]
+        base = torch.cat([torch.arange(NUM_TYPES), (extra * NUM_TYPES).long().clamp_(max=NUM_TYPES - 1)])
+        group: list[torch.Tensor] = []
+        while len(group) < per_group:
+            cand = base[permutation(cells, derive_seed("synthetic-layout", attempt))]
+            attempt += 1
+            if all(int((cand != a).sum()) >= min_dist and int((mirror_layout(cand) != a).sum()) >= min_dist
+                   for a in group) and int((mirror_layout(cand) != cand).sum()) >= min_dist:
+                group.append(cand)
+        layouts += group
+    return torch.stack(layouts)
 
 
-LAYOUTS = _make_layouts(NUM_CLASSES, MIN_LAYOUT_DIST)  # (NUM_CLASSES, 16) int64, row-major cells
+LAYOUTS = _make_layouts(NUM_GROUPS, PER_GROUP, MIN_LAYOUT_DIST)  # (NUM_CLASSES, 16) int64, row-major cells
 
 
 @lru_cache(maxsize=4)
@@ -188,7 +191,7 @@ def _render_chunk(idx: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor
     # (M, 3, G, G, c, c) view of the image: the block-to-raster reorder costs no extra copy
     bank = _noise_bank(size)
     pick = (u[:, 6] * len(bank)).long().clamp_(max=len(bank) - 1)
-    amp = 25.5 * u[:, 7] * torch.where(u[:, 8] < 0.5, -1.0, 1.0)  # noise std up to 0.1 of the range
+    amp = 12.75 * u[:, 7] * torch.where(u[:, 8] < 0.5, -1.0, 1.0)  # noise std up to 0.05 of the range
     img = bank[pick].mul_(amp.view(m, 1, 1, 1))
     coord = (torch.arange(size, dtype=torch.float32) + 0.5) / size - 0.5
     gx, gy = (u[:, 4] - 0.5) * (0.3 * 255.0), (u[:, 5] - 0.5) * (0.3 * 255.0)

@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"vitbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return 0
     except OSError as exc:  # disk full, read-only results directory, ...
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"vitbench: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -158,49 +158,86 @@ def _fmt_key(v: Any) -> str:
 
 def _row_frame(plan: Plan, frame: pd.DataFrame, key: str, value: Any) -> pd.DataFrame:
     if key in frame.columns:
-        return frame[frame[key].map(lambda x: x == value)]
+        return frame[frame[key] == value] if value is not None else frame[frame[key].isna()]
     return frame  # the key does not vary: every run has that value
+
+
+def _cells(frame: pd.DataFrame, keys: list[str], metric: str) -> dict[tuple, Cell]:
+    """Every cell of a table in one groupby (10,000 records → a table in well under a second).
+
+    Keys that do not vary (not columns of the frame) are left out of the grouping and out of the
+    returned tuples; planned = runs in the group, n = finished runs with a finite metric.
+    """
+    present = [k for k in keys if k in frame.columns]
+    done = frame["state"] == "done"
+    vals = frame[metric].where(done) if metric in frame.columns else pd.Series(math.nan, index=frame.index)
+    df = pd.DataFrame({"_div": frame["state"] == "diverged", "_val": vals.astype(float)}, index=frame.index)
+    if not present:
+        df["_all"] = 0
+        present_keys = ["_all"]
+    else:
+        for k in present:
+            df[k] = frame[k]
+        present_keys = present
+    agg = df.groupby(present_keys, sort=False, dropna=False).agg(
+        planned=("_div", "size"), diverged=("_div", "sum"), n=("_val", "count"), mean=("_val", "mean"),
+        var=("_val", "var"))
+    out = {}
+    for key, row in zip(agg.index, agg.itertuples(index=False)):
+        n = int(row.n)
+        std = math.sqrt(row.var * (n - 1) / n) if n > 1 else (0.0 if n == 1 else math.nan)  # population std
+        tkey = () if not present else (key if isinstance(key, tuple) else (key,))
+        out[tkey] = Cell(mean=float(row.mean) if n else math.nan, std=std, n=n, planned=int(row.planned),
+                         diverged=int(row.diverged))
+    return out
+
+
+def _get(cells: dict[tuple, Cell], frame: pd.DataFrame, keys: list[str], values: list[Any]) -> Cell:
+    key = tuple(v for k, v in zip(keys, values) if k in frame.columns)
+    found = cells.get(key)
+    return Cell() if found is None else Cell(**vars(found))
 
 
 def grid_table(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any]) -> Table:
     metric, rk, ck, tune = spec["metric"], spec["rows"], spec.get("cols"), spec.get("tune")
     rows, cols = _values(plan, rk), (_values(plan, ck) if ck else [None])
+    keys = [rk, ck] if ck else [rk]
+    cells = _cells(frame, keys, metric)
     text: dict[str, list[str]] = {}
     long = []
     for c in cols:
         col_name = _fmt_key(c) if ck else metric
         text[col_name] = []
         for r in rows:
-            sub = _row_frame(plan, frame, rk, r)
-            if ck:
-                sub = _row_frame(plan, sub, ck, c)
-            cell = _cell(sub, metric)
+            cell = _get(cells, frame, keys, [r, c] if ck else [r])
             text[col_name].append(cell.text())
             long.append({"row": _fmt_key(r), "col": _fmt_key(c) if ck else "", **_cell_numbers(cell)})
     if tune:
         label = f"tuned {tune.split('.')[-1]} (dev)"
         text[label] = []
+        tkeys = [rk, tune]
+        test, dev = _cells(frame, tkeys, metric), _cells(frame, tkeys, f"{metric}/dev")
         for r in rows:
-            cell = _tuned(plan, _row_frame(plan, frame, rk, r), tune, metric)
+            cell = _tuned(plan, frame, test, dev, tkeys, r)
             text[label].append(cell.text())
             long.append({"row": _fmt_key(r), "col": label, **_cell_numbers(cell)})
     shown = pd.DataFrame(text, index=pd.Index([_fmt_key(r) for r in rows], name=rk))
     return Table(spec.get("title") or metric, metric, shown, pd.DataFrame(long))
 
 
-def _tuned(plan: Plan, frame: pd.DataFrame, key: str, metric: str) -> Cell:
-    """Best value of ``key`` by the mean *dev* metric; the test metric reported at that value."""
-    dev = f"{metric}/dev"
+def _tuned(plan: Plan, frame: pd.DataFrame, test: dict[tuple, Cell], dev: dict[tuple, Cell], keys: list[str],
+           row: Any) -> Cell:
+    """Best value of ``keys[1]`` by the mean *dev* metric; the test metric reported at that value."""
+    key = keys[1]
     best, best_dev = None, -math.inf
     for v in _values(plan, key):
-        sub = _row_frame(plan, frame, key, v)
-        c = _cell(sub, dev)
+        c = _get(dev, frame, keys, [row, v])
         if c.n and c.mean > best_dev:
             best, best_dev = v, c.mean
     if best is None:
-        return _cell(frame.iloc[0:0], metric) if len(frame) == 0 else Cell(planned=len(frame),
-                                                                          diverged=int((frame["state"] == "diverged").sum()))
-    cell = _cell(_row_frame(plan, frame, key, best), metric)
+        sub = _row_frame(plan, frame, keys[0], row)
+        return Cell(planned=len(sub), diverged=int((sub["state"] == "diverged").sum()))
+    cell = _get(test, frame, keys, [row, best])
     cell.note = f"{key.split('.')[-1]}={_fmt_key(best)}"
     return cell
 

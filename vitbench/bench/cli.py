@@ -164,6 +164,10 @@ def _bench(args: argparse.Namespace) -> int:
         log("planning ...")
         sizes = tuple(dict.fromkeys([args.planning_runs, 100]))
         planning = measure.bench_planning(sizes)
+    aggregation = None
+    if args.aggregation_runs:
+        log("aggregation ...")
+        aggregation = measure.bench_aggregation(args.aggregation_runs)
     machine["load_average_end"] = measure.load_average()
     record = {
         "schema": report.SCHEMA,
@@ -184,6 +188,7 @@ def _bench(args: argparse.Namespace) -> int:
                               "with the order reversed every repeat"},
         "models": results,
         "planning": planning,
+        "aggregation": aggregation,
     }
     tag = device_type if device_type == "cpu" else f"cuda-{machine['device_name']}"
     path = report.write_record(record, Path(args.out), tag, when)
@@ -220,6 +225,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop a timed segment after the chunk that passes this many seconds (bounds the time of "
                         "a pathologically slow variant; 0: no bound; default 10)")
     p.add_argument("--max-batch", type=int, default=4096, help="upper bound of the CUDA batch search")
+    p.add_argument("--aggregation-runs", type=int, default=10000,
+                   help="run records of the synthetic aggregation benchmark (multiple of 10; 0 skips it)")
     p.add_argument("--planning-runs", type=int, default=1000,
                    help="runs of the synthetic planning benchmark (multiple of 10; 0 skips it)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"record directory (default {DEFAULT_OUT})")

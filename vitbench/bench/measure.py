@@ -815,3 +815,47 @@ def bench_planning(sizes: tuple[int, ...] = (1000, 100), trials: int = 3) -> dic
                              "(one sbatch, a job array); the one-array property is tested against SLURM, "
                              "not here")
     return out
+
+
+def bench_aggregation(n_runs: int = 10_000, trials: int = 3) -> dict[str, Any]:
+    """Time reading ``n_runs`` run records and laying out their table (target ≤ 2 s).
+
+    The records are generated here, in a temporary run store, from a synthetic lr × weight-decay
+    × seeds experiment: plausible summaries, a few diverged runs and a few missing ones, so every
+    cell kind is exercised. Writing them is not timed.
+    """
+    import random
+
+    from vitbench.aggregate.records import load_frame
+    from vitbench.aggregate.tables import build_tables, render
+    from vitbench.plan.planner import make_plan
+    from vitbench.record.rundir import RunDir, run_dir
+
+    out: dict[str, Any] = {"target_s": 2.0, "runs": n_runs}
+    with tempfile.TemporaryDirectory(prefix="vitbench-agg-") as tmp:
+        path = Path(tmp) / "agg.yaml"
+        path.write_text(planning_experiment(n_runs) + "report:\n  tables:\n    - {metric: fewshot/digits/5shot, "
+                        "rows: pretrain.lr, cols: pretrain.weight_decay, tune: pretrain.weight_decay}\n")
+        plan = make_plan(path, scale="micro", max_runs=n_runs, check_data=False)
+        rng = random.Random(0)
+        results = Path(tmp) / "store"
+        for i, run in enumerate(plan.runs):
+            if i % 97 == 0:
+                continue  # missing
+            rd = RunDir(run_dir(results, run.run_id))
+            rd.path.mkdir(parents=True)
+            status = "diverged" if i % 89 == 0 else "done"
+            acc = rng.random()
+            rd.write_result({"status": status, "config": run.config,
+                             "summary": {"fewshot/digits/5shot": acc, "fewshot/digits/5shot/dev": acc + 0.01}
+                             if status == "done" else {},
+                             "model": {"params": 143_114, "flops_per_image": 4_860_160},
+                             "pretrain": {"train_flops": 1e12, "diverged_at": 7 if status == "diverged" else None}})
+        times = []
+        for _ in range(trials):
+            t0 = time.perf_counter()
+            text = render(build_tables(plan, load_frame(plan, results)), "md")
+            times.append(time.perf_counter() - t0)
+        out.update(seconds_first=times[0], seconds_best=min(times), within_target=times[0] <= out["target_s"],
+                   table_lines=text.count("\n"))
+    return out

@@ -57,15 +57,20 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return cfg, RunDir(_only_run(d / "res")).read_result()
 
 
-def test_sigkill_mid_run_resumes_to_identical_metrics(reference: tuple[Path, dict], tmp_path: Path) -> None:
-    cfg, ref = reference
-    p = _cli("run-one", str(cfg), "--results", str(tmp_path))
+def _kill_after_checkpoint(cfg: Path, results: Path, step: int) -> Path:
+    """Start run-one, SIGKILL its whole process group once a checkpoint at ``step`` exists."""
+    p = _cli("run-one", str(cfg), "--results", str(results))
     deadline = time.time() + 300
-    while time.time() < deadline and not any(s >= 8 for s in _ckpt_steps(next((tmp_path / "runs").glob("*"), tmp_path))):
+    while time.time() < deadline and not any(s >= step for s in _ckpt_steps(next((results / "runs").glob("*"), results))):
         time.sleep(0.05)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    rd = _only_run(tmp_path)
+    return _only_run(results)
+
+
+def test_sigkill_mid_run_resumes_to_identical_metrics(reference: tuple[Path, dict], tmp_path: Path) -> None:
+    cfg, ref = reference
+    rd = _kill_after_checkpoint(cfg, tmp_path, 8)
     assert not (rd / "result.json").exists(), "killed too late: the run had already finished"
     code, _, err = _run_one(cfg, tmp_path)
     assert code == 0, err
@@ -79,13 +84,7 @@ def test_sigkill_mid_run_resumes_to_identical_metrics(reference: tuple[Path, dic
 def test_corrupt_checkpoint_falls_back_and_says_so(reference: tuple[Path, dict], tmp_path: Path,
                                                     corruption: str) -> None:
     cfg, ref = reference
-    p = _cli("run-one", str(cfg), "--results", str(tmp_path))
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(s >= 12 for s in _ckpt_steps(next((tmp_path / "runs").glob("*"), tmp_path))):
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    rd = _only_run(tmp_path)
+    rd = _kill_after_checkpoint(cfg, tmp_path, 12)
     last = rd / "ckpt" / "last.pt"
     data = last.read_bytes()
     last.write_bytes({"half": data[: len(data) // 2], "empty": b"", "random": os.urandom(len(data))}[corruption])

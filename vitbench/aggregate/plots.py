@@ -34,7 +34,7 @@ PRETTY = {
 
 def plot_specs(plan: Plan, fill: dict[str, str]) -> list[dict[str, Any]]:
     file = str(plan.experiment.path)
-    from vitbench.aggregate.tables import report_section
+    from vitbench.aggregate.tables import check_spec, report_section
 
     specs = report_section(plan).get("plots") or []
     if not isinstance(specs, list) or not specs:
@@ -42,13 +42,7 @@ def plot_specs(plan: Plan, fill: dict[str, str]) -> list[dict[str, Any]]:
     out = []
     for i, spec in enumerate(specs):
         where = f"report.plots[{i}]"
-        if not isinstance(spec, dict):
-            raise UserError("must be a mapping", file=file, key=where)
-        for key in spec:
-            if key not in PLOT_KEYS:
-                raise UserError(f"unknown key; allowed: {', '.join(PLOT_KEYS)}", file=file, key=f"{where}.{key}")
-        if spec.get("kind", "line") not in KINDS:
-            raise UserError(f"unknown kind; allowed: {', '.join(KINDS)}", file=file, key=f"{where}.kind")
+        check_spec(spec, PLOT_KEYS, KINDS, "line", file=file, where=where)
         for key in ("x", "metric"):
             if key not in spec:
                 raise UserError(f"needs {key}", file=file, key=where)

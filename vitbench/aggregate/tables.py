@@ -90,6 +90,20 @@ def report_section(plan: Plan) -> dict[str, Any]:
     return report
 
 
+def check_spec(spec: Any, allowed: tuple[str, ...], kinds: tuple[str, ...], default_kind: str, *, file: str,
+               where: str) -> str:
+    """Shared checks of a table or plot spec: a mapping of known keys with a known kind."""
+    if not isinstance(spec, dict):
+        raise UserError("must be a mapping", file=file, key=where)
+    for key in spec:
+        if key not in allowed:
+            raise UserError(f"unknown key; allowed: {', '.join(allowed)}", file=file, key=f"{where}.{key}")
+    kind = spec.get("kind", default_kind)
+    if kind not in kinds:
+        raise UserError(f"unknown kind {kind!r}; allowed: {', '.join(kinds)}", file=file, key=f"{where}.kind")
+    return kind
+
+
 def report_specs(plan: Plan) -> list[dict[str, Any]]:
     """The table specs of an experiment's report section, checked, placeholders filled."""
     file = str(plan.experiment.path)
@@ -101,14 +115,7 @@ def report_specs(plan: Plan) -> list[dict[str, Any]]:
     out = []
     for i, spec in enumerate(specs):
         where = f"report.tables[{i}]"
-        if not isinstance(spec, dict):
-            raise UserError("must be a mapping", file=file, key=where)
-        for key in spec:
-            if key not in REPORT_KEYS:
-                raise UserError(f"unknown key; allowed: {', '.join(REPORT_KEYS)}", file=file, key=f"{where}.{key}")
-        kind = spec.get("kind", "grid")
-        if kind not in KINDS:
-            raise UserError(f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}", file=file, key=f"{where}.kind")
+        kind = check_spec(spec, REPORT_KEYS, KINDS, "grid", file=file, where=where)
         if ("metric" not in spec and "metrics" not in spec) or "rows" not in spec:
             raise UserError("needs metric (or metrics) and rows", file=file, key=where)
         metrics = spec.get("metrics") or [spec["metric"]]

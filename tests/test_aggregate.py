@@ -40,7 +40,7 @@ def test_table8_layout_with_na_missing_and_diverged(tmp_path: Path) -> None:
                              and get_path(r.config, "model.pos_placement") == "every_layer")
     fill(tmp_path, plan, skip=lambda r: is_rel(r) or (is_2d_every(r) and r.config["seed"] == 2),
          diverge=lambda r: get_path(r.config, "model.pos_embed") == "none")
-    (t8, _ft) = build_tables(plan, load_frame(plan, tmp_path))
+    t8 = build_tables(plan, load_frame(plan, tmp_path))[0]
     assert list(t8.text.columns) == ["stem", "every_layer", "every_layer_shared"]
     assert list(t8.text.index) == ["learned_1d", "learned_2d", "sincos_2d", "none", "relative"]
     assert t8.text.loc["none", "every_layer"] == "N/A" and t8.text.loc["relative", "every_layer_shared"] == "N/A"

@@ -32,7 +32,7 @@ def test_smoke_grid_is_one_array_and_rerun_submits_nothing(slurm_cluster: None, 
 
 def test_requeue_resumes_from_checkpoint(slurm_cluster: None, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    exp = one_run_experiment(tmp_path, "requeue", [0], steps=400)
+    exp = one_run_experiment(tmp_path, "requeue", [0], steps=3000)  # long enough to be interrupted
     vitbench("run", str(exp), "--scale", "smoke", "--results", str(results))
     (rid, jid), = job_ids(results).items()
     run = results / "runs" / rid
@@ -43,9 +43,9 @@ def test_requeue_resumes_from_checkpoint(slurm_cluster: None, tmp_path: Path) ->
     resumed = [ln for ln in log.splitlines() if "resuming from checkpoint at step" in ln]
     assert resumed, log
     step = int(resumed[0].split("at step ")[1].split("/")[0])
-    assert 10 <= step < 400
+    assert 10 <= step < 3000
     assert log.count("result written") == 1
-    assert json.loads((run / "result.json").read_text())["pretrain"]["steps_done"] == 400
+    assert json.loads((run / "result.json").read_text())["pretrain"]["steps_done"] == 3000
 
 
 def test_cancelled_run_is_failed_and_only_it_is_resubmitted(slurm_cluster: None, tmp_path: Path) -> None:

@@ -104,6 +104,13 @@ def draw(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any], out_dir: Path) -
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
     if spec.get("logx"):
         ax.set_xscale("log")
+        xs = sorted(ok["_x"].dropna().unique()) if len(ok) and spec["x"] != "exaflops" else []
+        if 0 < len(xs) <= 8:  # label the grid values themselves, not crowded minor ticks
+            from matplotlib.ticker import NullFormatter, NullLocator
+
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
     if spec.get("logy"):
         ax.set_yscale("log")
     ax.set_xlabel(spec.get("xlabel") or PRETTY.get(spec["x"], spec["x"]))

@@ -1,6 +1,9 @@
 # Shared by slurm/start-cluster.sh and slurm/stop-cluster.sh (sourced, not run).
 # shellcheck shell=bash
 
+# The daemons and runuser live in sbin directories, which a CI or cron environment may leave off PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 VITBENCH_SLURM_DIR=${VITBENCH_SLURM_DIR:-/var/lib/vitbench-slurm}
 DIR=$VITBENCH_SLURM_DIR
 CLUSTER=vitbench

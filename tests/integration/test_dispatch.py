@@ -50,7 +50,7 @@ def test_requeue_resumes_from_checkpoint(slurm_cluster: None, tmp_path: Path) ->
 
 def test_cancelled_run_is_failed_and_only_it_is_resubmitted(slurm_cluster: None, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    exp = one_run_experiment(tmp_path, "cancel", [0, 1], steps=300)
+    exp = one_run_experiment(tmp_path, "cancel", [0, 1], steps=3000)  # still running when cancelled
     vitbench("run", str(exp), "--scale", "smoke", "--results", str(results))
     ids = job_ids(results)
     assert len(ids) == 2

@@ -22,7 +22,7 @@ def _squeue_state(jid: str) -> str:
 
 def test_sigusr2_three_times_checkpoint_requeue_resume(slurm_cluster: None, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    exp = one_run_experiment(tmp_path, "preempt", [0], steps=1200)
+    exp = one_run_experiment(tmp_path, "preempt", [0], steps=3000)
     vitbench("run", str(exp), "--scale", "smoke", "--results", str(results))
     (rid, jid), = job_ids(results).items()
     run = results / "runs" / rid
@@ -47,4 +47,4 @@ def test_sigusr2_three_times_checkpoint_requeue_resume(slurm_cluster: None, tmp_
     assert len(saved) == 3 and resumed[-3:] == saved, text
     assert text.count("result written") == 1
     rec = json.loads((run / "result.json").read_text())
-    assert rec["status"] == "done" and rec["pretrain"]["steps_done"] == 1200
+    assert rec["status"] == "done" and rec["pretrain"]["steps_done"] == 3000

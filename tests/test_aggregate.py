@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vitbench.aggregate.compare import Variant, compare_frame, make_variant, paired_delta, render_comparison
+from vitbench.aggregate.compare import compare_frame, make_variant, paired_delta, render_comparison
 from vitbench.aggregate.records import load_frame
 from vitbench.aggregate.tables import build_tables, render
 from vitbench.cli import main

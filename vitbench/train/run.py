@@ -58,6 +58,7 @@ class Run:
         self.cfg = cfg
         self.rd = rundir
         self.should_stop = should_stop
+        self._datasets: dict[tuple[Any, ...], Any] = {}
         rt = cfg["runtime"]
         self.device = resolve_device(rt["device"])
         threads = rt["threads"] or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
@@ -74,10 +75,14 @@ class Run:
             self.rd.log(msg)
 
     def _dataset(self, name: str, split: str, img_size: int, size: int | None = None) -> Any:
+        """Each split is built once per run: few-shot and every fine-tuning rate share it."""
         from vitbench.data import get_dataset
 
-        return get_dataset(name, split, img_size=img_size, root=self.cfg["runtime"]["data_root"], size=size,
-                           seed=self.cfg["seed"])
+        key = (name, split, img_size, size)
+        if key not in self._datasets:
+            self._datasets[key] = get_dataset(name, split, img_size=img_size, root=self.cfg["runtime"]["data_root"],
+                                              size=size, seed=self.cfg["seed"])
+        return self._datasets[key]
 
     def _loader(self, spec: Any, batch_size: int, *, train: bool, augment: dict[str, Any] | None,
                 seed: int) -> Any:

@@ -14,9 +14,9 @@ all classes, a bag of patches gets no signal at all and a micro ViT, whose posit
 start tiny, stays at chance: content that is partly informative gives it a way in.) Cells are rendered independently, so nothing bleeds across cell borders; with
 img_size a multiple of 4·patch the patch grid refines the cell grid exactly.
 
-Per-image nuisance (so the task is not a lookup): random background colour and brightness
-gradient, random per-cell foreground colour (always contrasting with the background), per-cell
-position jitter, size, stroke width and rotation, additive noise, and with probability 0.2
+Per-image nuisance (so the task is not a lookup): random dark background colour and brightness
+gradient, random per-cell foreground colour (always brighter than the background), per-cell
+position jitter, size, stroke width and rotation, additive noise, and with probability P_CORRUPT
 each cell's primitive is replaced by a random one (class-independent corruption, which also
 puts a ceiling below 100% on the close-relative classes).
 
@@ -48,6 +48,7 @@ DATA_SEED = 0  # the dataset's content seed: a constant, not the run seed
 P_CORRUPT = 0.1
 MIN_LAYOUT_DIST = 8  # cells in which two arrangements of one multiset (or one and the other's mirror) differ
 CONTRAST = (0.45, 0.65)  # foreground-background difference per channel, U(lo, hi); a weak contrast (0.2) keeps a micro ViT on its initial plateau for thousands of steps
+BG_MAX = 0.25  # background per channel U(0, BG_MAX): always darker than the foreground
 
 # Virtual pools: disjoint index ranges, all < 2**32.
 TRAIN_POOL = 1_000_000
@@ -179,11 +180,12 @@ def _render_chunk(idx: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor
     d_rad = torch.where(ring, (r - (half_len - half_w)).abs_().sub_(half_w), r.sub_(half_len))
     alpha = torch.where(radial, d_rad, d).neg_().add_(0.5).clamp_(0.0, 1.0)  # ~1-pixel antialiased edge
 
-    # colours (in 0..255): background per image, contrasting foreground per cell
-    bg = u[:, 1:4]  # (M, 3)
-    sign = torch.where(bg.mean(1, keepdim=True) < 0.5, 1.0, -1.0)
+    # colours (in 0..255): a dark background per image, a brighter foreground per cell. One polarity
+    # (bright strokes on dark, as digits' ink): with a per-image random polarity a primitive's pixels are
+    # ± its shape, which a linear patch embedding cannot read, and a micro ViT stayed at chance.
+    bg = BG_MAX * u[:, 1:4]  # (M, 3)
     lo, hi = CONTRAST
-    fg = (bg[:, None, :] + sign[:, None, :] * (lo + (hi - lo) * cell[..., 7:10])).clamp_(0.0, 1.0)  # (M, 16, 3)
+    fg = (bg[:, None, :] + (lo + (hi - lo) * cell[..., 7:10])).clamp_(0.0, 1.0)  # (M, 16, 3)
     delta = (fg - bg[:, None, :]).permute(0, 2, 1).reshape(m, 3, g, g, 1, 1) * 255.0
     cells = torch.addcmul((bg * 255.0 + 0.5).view(m, 3, 1, 1, 1, 1), delta, alpha[:, None])  # (M, 3, G, G, c, c)
 

@@ -28,12 +28,13 @@ def test_four_experiments_at_smoke_scale(slurm_cluster: None, tmp_path: Path) ->
     results = tmp_path / "my results 'quoted' \"dir\""
     for exp in EXPERIMENTS:
         vitbench("run", exp, "--scale", "smoke", "--cluster", "slurm", "--results", str(results))
-    for exp in EXPERIMENTS:  # the second pass waits; it submits nothing new
+    for exp in EXPERIMENTS:  # the second pass submits nothing new and waits for what the first queued
         out = vitbench("run", exp, "--scale", "smoke", "--cluster", "slurm", "--results", str(results), "--wait").stdout
-        assert "nothing to submit" in out
-    for exp in EXPERIMENTS:
+        n = len(make_plan(REPO / exp, scale="smoke", check_data=False).runs)
+        assert "nothing to submit" in out and f"{n}/{n} runs no longer queued or running" in out, out
         status = vitbench("status", exp, "--scale", "smoke", "--results", str(results)).stdout
-        assert " done" in status.splitlines()[0] and "failed" not in status.splitlines()[0], status
+        head = status.splitlines()[0]
+        assert " done" in head and not any(w in head for w in ("failed", "running", "pending")), status
 
     t8 = _table("ablations/pos_embed.yaml", results, "md").split("\n\n")[1].splitlines()
     assert [c.strip() for c in t8[0].split("|")[1:-1]] == ["model.pos_embed", "stem", "every_layer",

@@ -45,6 +45,8 @@ def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: b
     skipped = {r.run_id: states[r.run_id].state for r in plan.runs if r not in todo}
     if not todo:
         print(f"nothing to submit: {len(plan.runs)} runs are done, queued or running", file=out)
+        if wait:
+            wait_for_plan(plan, results, out=out)
         return Submission([], skipped, [], None)
 
     import submitit
@@ -75,7 +77,27 @@ def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: b
           f"({len(skipped)} already done, queued or running)", file=out)
     if wait or cluster != "slurm":
         wait_for(jobs, out=out)
+    if wait and any(st in ACTIVE for st in skipped.values()):
+        wait_for_plan(plan, results, out=out)  # runs an earlier command queued are part of this plan too
     return Submission([r.run_id for r in todo], skipped, job_ids, array_id)
+
+
+def wait_for_plan(plan: Plan, results: Path, *, out: Any = sys.stdout, poll_s: float = 5.0) -> None:
+    """Block until no run of the plan is queued or running, whoever submitted it (one sacct call a poll)."""
+    last = ""
+    while True:
+        states = plan_states(plan, results)
+        active = sum(1 for st in states.values() if st.state in ACTIVE)
+        line = f"{len(states) - active}/{len(states)} runs no longer queued or running"
+        if line != last:
+            print(line, file=out, flush=True)
+            last = line
+        if not active:
+            return
+        if any(st.state in ACTIVE and "state unknown" in st.detail for st in states.values()):
+            print("cannot wait: sacct does not answer, so SLURM's job states are unknown", file=out)
+            return
+        time.sleep(poll_s)
 
 
 def wait_for(jobs: list[Any], *, out: Any = sys.stdout, poll_s: float = 2.0) -> None:

@@ -113,4 +113,16 @@ def test_compare_against_every_baseline(tmp_path: Path) -> None:
     frame = compare_frame(plan, variant, tmp_path, "fewshot/digits/5shot")
     assert len(frame) == 10 and (frame["delta"] > 0).all() and frame["significant"].all()
     text = render_comparison(frame, variant, "fewshot/digits/5shot")
-    assert "95% CI" in text and "model.pos_embed=sincos_2d" in text
+    assert "95% CI" in text and "model.pos_embed=sincos_2d" in text and "left out" not in text
+
+
+def test_compare_leaves_out_the_variant_itself(tmp_path: Path) -> None:
+    plan = make_plan(POS, scale="micro", check_data=False)
+    fill(tmp_path, plan)
+    variant = make_variant(plan, variant_file=None, overrides=["model.pos_embed=sincos_2d",
+                                                               "model.pos_placement=stem"])
+    frame = compare_frame(plan, variant, tmp_path, "fewshot/digits/5shot")
+    assert len(frame) == 9  # 10 grid points, one of which is the variant
+    assert not ((frame["model.pos_embed"] == "sincos_2d") & (frame["model.pos_placement"] == "stem")).any()
+    text = render_comparison(frame, variant, "fewshot/digits/5shot")
+    assert "grid point model.pos_embed=sincos_2d, model.pos_placement=stem; its row is left out" in text

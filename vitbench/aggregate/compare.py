@@ -30,6 +30,7 @@ from vitbench.spec.schema import deep_merge, default_config, set_path, validate_
 class Variant:
     name: str
     runs: list[PlannedRun] = field(default_factory=list)
+    in_grid: dict[str, Any] | None = None  # set by compare_frame when the variant is one of the grid points
 
 
 def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], name: str | None = None) -> Variant:
@@ -89,10 +90,14 @@ def compare_frame(plan: Plan, variant: Variant, results: str | Path, metric: str
         raise UserError(f"no run record has metric {metric!r}", key="--metric")
     vals = _by_seed(var, metric)
     group_keys = [k for k in plan.varying if k != "seed"]
+    own = {r.run_id for r in variant.runs}
     rows = []
     groups = base.groupby(group_keys, sort=False, dropna=False) if group_keys else [((), base)]
     for key, sub in groups:
         key = key if isinstance(key, tuple) else (key,)
+        if set(sub["run_id"]) <= own:  # the variant is already a grid point: no row comparing it with itself
+            variant.in_grid = dict(zip(group_keys, key))
+            continue
         b = _by_seed(sub, metric)
         d = paired_delta(vals, b)
         row = {k: v for k, v in zip(group_keys, key)}
@@ -130,6 +135,10 @@ def render_comparison(frame: pd.DataFrame, variant: Variant, metric: str) -> str
         sig = {True: "yes", False: "no", None: "n/a (<2 paired seeds)"}[r["significant"]]
         rows.append([*(str(r[k]) for k in keys), f(r["baseline"]), f(r["variant"]), f(r["delta"], True), ci, sig,
                      r["seeds"]])
-    head = f"variant: {variant.name}\nmetric: {metric} (paired over seeds, 95% t interval)\n\n"
+    head = f"variant: {variant.name}\nmetric: {metric} (paired over seeds, 95% t interval)\n"
+    if variant.in_grid is not None:
+        point = ", ".join(f"{k}={v}" for k, v in variant.in_grid.items())
+        head += f"(the variant is the experiment's own grid point {point}; its row is left out)\n"
+    head += "\n"
     return head + tabulate(rows, headers=[*keys, "baseline", "variant", "Δ", "95% CI", "significant",
                                           "paired seeds"], tablefmt="github", disable_numparse=True) + "\n"

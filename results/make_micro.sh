@@ -37,9 +37,22 @@ for exp in $EXPERIMENTS; do
   vitbench plot "$exp" --scale micro --results "$OUT" --out "$OUT/plots"
 done
 
+# Reference: the same transfer evaluations of an unpretrained (initialised) ViT-micro and BiT-micro,
+# three seeds each, to tell what pretraining added (records in $OUT/reference/runs).
+rm -rf "$OUT/reference"
+for m in vit bit; do
+  for s in 0 1 2; do
+    rd=$(vitbench run-one "experiments/single/$m-micro.yaml" --set seed=$s --set pretrain.steps=0 \
+         --set pretrain.warmup_steps=0 --set runtime.threads=1 --results "$STORE" | sed -n 's/^done: //p')
+    mkdir -p "$OUT/reference/runs/$(basename "$rd")"; cp "$rd/config.yaml" "$rd/result.json" "$OUT/reference/runs/$(basename "$rd")/"
+  done
+done
+
 # The paper's compare use case on the committed records: a sincos 2D variant against the baselines.
 vitbench compare ablations/pos_embed.yaml --scale micro --results "$OUT" --no-run \
   --set model.pos_embed=sincos_2d --set model.pos_placement=stem > "$OUT/tables/pos_embed-compare-sincos_2d-stem.md"
+vitbench compare ablations/pos_embed.yaml --scale micro --results "$OUT" --no-run \
+  --set model.pos_embed=none --metric pretrain/top1 > "$OUT/tables/pos_embed-compare-none-pretrain.md"
 
 # Figures 6/7 need checkpoints (in the store): every ViT of the pos-emb ablation side by side, and one
 # run in full (the micro default: learned 1D at the stem, [class], seed 0).

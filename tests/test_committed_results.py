@@ -31,9 +31,17 @@ def test_plots_reproduce(exp: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert made and all((MICRO / "plots" / name).read_bytes() == (tmp_path / name).read_bytes() for name in made)
 
 
-def test_compare_reproduces(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+# (committed file, the compare arguments that made it; results/make_micro.sh writes both)
+COMPARES = [
+    ("pos_embed-compare-sincos_2d-stem.md", ["--set", "model.pos_embed=sincos_2d", "--set", "model.pos_placement=stem"]),
+    ("pos_embed-compare-none-pretrain.md", ["--set", "model.pos_embed=none", "--metric", "pretrain/top1"]),
+]
+
+
+@pytest.mark.parametrize("name,args", COMPARES, ids=[c[0] for c in COMPARES])
+def test_compare_reproduces(name: str, args: list[str], capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     assert main(["compare", "ablations/pos_embed.yaml", "--scale", "micro", "--results", str(MICRO), "--no-run",
-                 "--set", "model.pos_embed=sincos_2d", "--set", "model.pos_placement=stem"]) == 0
-    expected = (MICRO / "tables" / "pos_embed-compare-sincos_2d-stem.md").read_text()
-    assert capsys.readouterr().out == expected
+                 *args]) == 0
+    assert capsys.readouterr().out == (MICRO / "tables" / name).read_text()

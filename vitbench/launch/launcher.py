@@ -16,7 +16,7 @@ from typing import Any
 from vitbench.errors import UserError
 from vitbench.launch.job import RunJob
 from vitbench.launch.profiles import Profile
-from vitbench.launch.state import JOB_FILE, RunState, collect_states, log_paths
+from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, log_paths
 from vitbench.plan.planner import Plan
 from vitbench.record.rundir import RunDir, atomic_write_json, now_iso, run_dir
 
@@ -94,7 +94,7 @@ def wait_for_plan(plan: Plan, results: Path, *, out: Any = sys.stdout, poll_s: f
             last = line
         if not active:
             return
-        if any(st.state in ACTIVE and "state unknown" in st.detail for st in states.values()):
+        if any(st.state in ACTIVE and st.detail.endswith(STATE_UNKNOWN) for st in states.values()):
             print("cannot wait: sacct does not answer, so SLURM's job states are unknown", file=out)
             return
         time.sleep(poll_s)

@@ -24,6 +24,9 @@ FINISHED = {"done", "diverged"}
 JOB_FILE = "job.json"
 
 
+STATE_UNKNOWN = "(SLURM state unknown)"  # sacct did not answer: the job may or may not still be queued
+
+
 @dataclass
 class RunState:
     state: str
@@ -92,7 +95,7 @@ def run_state(rd: RunDir, slurm: dict[str, str]) -> RunState:
     if local == "incomplete":
         return RunState("incomplete", "started, no result and no live job", str(rd.file("log.txt")))
     if job is not None and not slurm and job.get("cluster") == "slurm":
-        return RunState("pending", f"job {job.get('job_id')} (SLURM state unknown)", job.get("stderr"))
+        return RunState("pending", f"job {job.get('job_id')} {STATE_UNKNOWN}", job.get("stderr"))
     return RunState("new")
 
 

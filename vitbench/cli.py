@@ -64,6 +64,17 @@ def _plan_table(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState
     return tabulate(rows, headers=["run", *plan.varying, "state", "detail"], tablefmt="simple")
 
 
+def plan_json(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState]
+    """One object per run: id, the fully resolved config, its state, recipes applied, planned steps."""
+    import json
+
+    from vitbench.spec.budget import planned_steps
+
+    rows = [{"run_id": r.run_id, "config": r.config, "state": states[r.run_id].state, "recipes": r.recipes,
+             "steps": planned_steps(r.config)} for r in plan.runs]
+    return json.dumps(rows, indent=1, allow_nan=False)
+
+
 def _fmt(v: object) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -77,8 +88,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     profile = load_profile(args.profile)
     results = _results_dir(args)
+    if args.json and not args.dry_run:
+        raise UserError("--json only goes with --dry-run (it prints the plan)", key="--json")
     if args.dry_run:
         states = plan_states(plan, results)
+        if args.json:
+            print(plan_json(plan, states))
+            return 0
         print(f"{plan.experiment.path} @ {plan.scale}: {len(plan.runs)} runs"
               + (f" ({plan.duplicates} duplicate points merged)" if plan.duplicates else ""))
         print(_plan_table(plan, states))
@@ -166,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default="slurm", help="slurm | local | debug (default slurm)")
     p.add_argument("--profile", default="local", help="cluster profile: slurm/profiles/NAME.yaml or a path")
     p.add_argument("--dry-run", action="store_true", help="print the plan and each run's state; submit nothing")
+    p.add_argument("--json", action="store_true",
+                   help="with --dry-run: a JSON list of {run_id, config, state, recipes, steps}, one per run")
     p.add_argument("--wait", action="store_true", help="wait for the jobs and show progress")
     p.set_defaults(func=cmd_run)
 

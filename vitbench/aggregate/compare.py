@@ -20,10 +20,10 @@ import pandas as pd
 from vitbench.aggregate.records import load_frame
 from vitbench.errors import UserError
 from vitbench.plan.ids import run_id
-from vitbench.plan.planner import Plan, PlannedRun
+from vitbench.plan.planner import Plan, PlannedRun, parse_recipes, resolve_config
 from vitbench.spec.overrides import parse_override
 from vitbench.spec.runconfig import check_semantics, read_yaml
-from vitbench.spec.schema import deep_merge, default_config, set_path, validate_structure
+from vitbench.spec.schema import deep_merge, default_config, flatten, validate_structure
 
 
 @dataclass
@@ -38,23 +38,25 @@ def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], 
     if not variant_file and not overrides:
         raise UserError("give the variant with --variant FILE and/or --set key=value", key="--variant")
     _, spec = plan.experiment.resolve_scale(plan.scale)
-    cfg = deep_merge(default_config(), spec["base"])
-    label = []
+    base = deep_merge(default_config(), spec["base"])
+    recipes = parse_recipes(spec["recipes"], str(plan.experiment.path))
+    label, layers = [], []
     if variant_file:
         raw = read_yaml(variant_file)
         raw = validate_structure(raw if raw is not None else {}, file=variant_file)
-        cfg = deep_merge(cfg, raw)
+        layers += list(flatten(raw).items())
         label.append(Path(variant_file).stem)
     for text in overrides:
         key, value = parse_override(text, file="--set")
-        set_path(cfg, key, value)
+        layers.append((key, value))
         label.append(f"{key}={value}")
-    check_semantics(cfg, file=variant_file or "--set")
     seeds = sorted({r.config["seed"] for r in plan.runs})
     runs = []
     for s in seeds:
-        c = deep_merge(cfg, {"seed": s})
-        runs.append(PlannedRun(run_id(c), c, {"seed": s}))
+        c, applied = resolve_config(base, recipes, [*layers, ("seed", s)])
+        if not runs:
+            check_semantics(c, file=variant_file or "--set")
+        runs.append(PlannedRun(run_id(c), c, {"seed": s}, applied))
     return Variant(name or ", ".join(label), runs)
 
 

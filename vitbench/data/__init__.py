@@ -6,7 +6,7 @@ Importing this package registers every dataset.
 """
 
 from vitbench.data.registry import (DataRootError, DatasetInfo, DatasetSpec, check_data_root, dataset_info,
-                                    get_dataset, list_datasets, register_dataset, resolve_root)
+                                    get_dataset, list_datasets, register_dataset, resolve_root, train_size)
 from vitbench.data.splits import nested_subset
 from vitbench.data.loader import InMemoryLoader, StreamingLoader, make_loader, parse_augment
 # importing the modules registers their datasets
@@ -15,6 +15,6 @@ from vitbench.data import synthetic as _synthetic  # noqa: F401,E402
 
 __all__ = [
     "DataRootError", "DatasetInfo", "DatasetSpec", "check_data_root", "dataset_info", "get_dataset",
-    "list_datasets", "register_dataset", "resolve_root", "nested_subset", "make_loader", "parse_augment",
+    "list_datasets", "register_dataset", "resolve_root", "train_size", "nested_subset", "make_loader", "parse_augment",
     "InMemoryLoader", "StreamingLoader",
 ]

@@ -65,6 +65,9 @@ class Digits(DatasetBuilder):
         description="scikit-learn load_digits (1,797 8x8 handwritten digits); test = stratified 30%",
     )
 
+    def train_size(self, size: int | None) -> int | None:
+        return size if size is not None else len(split_indices(_raw()[1])["train"])
+
     def build(self, split: str, *, img_size: int, root: Path | None, size: int | None) -> DatasetSpec:
         images, labels = _raw()
         idx = split_indices(labels)[split]

@@ -130,7 +130,8 @@ class Cifar10(_Cifar):
     folder, label_key, meta_file, names_key = "cifar-10-batches-py", "labels", "batches.meta", "label_names"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
-    info = DatasetInfo(name="cifar10", num_classes=10, dev_fraction=0.02, needs_root=True, in_memory=True,
+    info = DatasetInfo(name="cifar10", train_pool=50000,  # official train images
+                       num_classes=10, dev_fraction=0.02, needs_root=True, in_memory=True,
                        layout="ROOT/cifar-10-batches-py/data_batch_1..5, test_batch",
                        description="CIFAR-10, torchvision's python-pickle layout; dev = 2% of train")
 
@@ -140,14 +141,16 @@ class Cifar100(_Cifar):
     folder, label_key, meta_file, names_key = "cifar-100-python", "fine_labels", "meta", "fine_label_names"
     train_files = ("train",)
     test_files = ("test",)
-    info = DatasetInfo(name="cifar100", num_classes=100, dev_fraction=0.02, needs_root=True, in_memory=True,
+    info = DatasetInfo(name="cifar100", train_pool=50000,  # official train images
+                       num_classes=100, dev_fraction=0.02, needs_root=True, in_memory=True,
                        layout="ROOT/cifar-100-python/train, test",
                        description="CIFAR-100 (fine labels), torchvision's python-pickle layout; dev = 2% of train")
 
 
 @register_dataset("pets")
 class Pets(InMemoryPoolDataset):
-    info = DatasetInfo(name="pets", num_classes=37, dev_fraction=0.1, needs_root=True, in_memory=True,
+    info = DatasetInfo(name="pets", train_pool=3680,  # official train images
+                       num_classes=37, dev_fraction=0.1, needs_root=True, in_memory=True,
                        layout="ROOT/oxford-iiit-pet/images/*.jpg, annotations/trainval.txt, annotations/test.txt",
                        description="Oxford-IIIT Pet (torchvision layout); train = trainval minus 10% dev")
     base = "oxford-iiit-pet"
@@ -181,7 +184,8 @@ class Pets(InMemoryPoolDataset):
 
 @register_dataset("flowers102")
 class Flowers102(InMemoryPoolDataset):
-    info = DatasetInfo(name="flowers102", num_classes=102, dev_fraction=0.1, needs_root=True, in_memory=True,
+    info = DatasetInfo(name="flowers102", train_pool=2040,  # official train images
+                       num_classes=102, dev_fraction=0.1, needs_root=True, in_memory=True,
                        layout="ROOT/flowers-102/jpg/image_NNNNN.jpg, imagelabels.mat, setid.mat",
                        description="Oxford Flowers-102 (torchvision layout); train = train+val minus 10% dev")
     base = "flowers-102"

@@ -111,7 +111,8 @@ class _ImageFolderSet(DatasetBuilder):
 @register_dataset("imagenet")
 class ImageNet(_ImageFolderSet):
     folder = "imagenet"
-    info = DatasetInfo(name="imagenet", num_classes=1000, dev_fraction=0.01, needs_root=True, in_memory=False,
+    info = DatasetInfo(name="imagenet", train_pool=1_281_167,  # official train images
+                       num_classes=1000, dev_fraction=0.01, needs_root=True, in_memory=False,
                        layout="ROOT/imagenet/{train,val}/CLASS/*.JPEG",
                        description="ILSVRC-2012 as an ImageFolder tree (val sorted into class folders); dev = 1% of train")
 
@@ -119,6 +120,7 @@ class ImageNet(_ImageFolderSet):
 @register_dataset("imagenet21k")
 class ImageNet21k(_ImageFolderSet):
     folder = "imagenet21k"
-    info = DatasetInfo(name="imagenet21k", num_classes=21843, dev_fraction=0.01, needs_root=True, in_memory=False,
+    info = DatasetInfo(name="imagenet21k", train_pool=14_197_122,  # official train images
+                       num_classes=21843, dev_fraction=0.01, needs_root=True, in_memory=False,
                        layout="ROOT/imagenet21k/{train,val}/CLASS/*.JPEG",
                        description="ImageNet-21k as an ImageFolder tree; num_classes = class folders in train/")

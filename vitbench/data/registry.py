@@ -39,6 +39,7 @@ class DatasetInfo:
     in_memory: bool
     default_size: int | None = None  # train images when size=None (None: the whole train split)
     description: str = ""
+    train_pool: int | None = None  # official training images (before the dev split), for planning epochs
 
 
 @dataclass(eq=False)
@@ -92,6 +93,18 @@ class DatasetBuilder:
     def build(self, split: str, *, img_size: int, root: Path | None, size: int | None) -> DatasetSpec:
         raise NotImplementedError
 
+    def train_size(self, size: int | None) -> int | None:
+        """Nominal images in the train split (after the dev split, then the nested subset), or None."""
+        if size is not None:
+            return size
+        if self.info.default_size is not None:
+            return self.info.default_size
+        if self.info.train_pool is None:
+            return None
+        from vitbench.data.splits import dev_count
+
+        return self.info.train_pool - dev_count(self.info.train_pool, self.info.dev_fraction)
+
     # -- helpers for subclasses ------------------------------------------------------------
     def root_error(self, root: Path | None, problem: str) -> DataRootError:
         where = f"data root '{root}' {problem}" if root is not None else problem
@@ -137,6 +150,11 @@ def _builder(name: str) -> DatasetBuilder:
 
 def dataset_info(name: str) -> DatasetInfo:
     return _builder(name).info
+
+
+def train_size(name: str, size: int | None = None) -> int | None:
+    """Images in ``name``'s train split as planned (no files read); the run counts what it loads."""
+    return _builder(name).train_size(size)
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path | None:

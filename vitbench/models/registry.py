@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal, Mapping
 from torch import nn
 
 Family = Literal["vit", "bit", "hybrid"]
+FAMILIES = ("vit", "bit", "hybrid")
 
 # Arguments every builder takes; not "options" of a family.
 COMMON_KEYS = ("num_classes", "img_size", "in_chans")

@@ -1,7 +1,8 @@
 """Planning: an experiment file (at one scale) → the list of runs it implies.
 
-Each run's config is: defaults ⊕ base ⊕ scale base ⊕ grid point ⊕ {seed} ⊕ ``--set`` overrides,
-then checked as a whole. Identical configs collapse to one run (one id, one directory).
+Each run's config is: defaults ⊕ base ⊕ scale base ⊕ matching recipes ⊕ grid point ⊕ {seed} ⊕
+``--set`` overrides, then checked as a whole (see vitbench.spec.experiment for recipes). Identical
+configs collapse to one run (one id, one directory).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from vitbench.errors import UserError
 from vitbench.plan.ids import run_id
-from vitbench.spec.experiment import Experiment, load_experiment
+from vitbench.spec.experiment import FAMILY_KEY, Experiment, load_experiment
 from vitbench.spec.grid import excluded, expand, parse_excludes
 from vitbench.spec.overrides import parse_override
 from vitbench.spec.runconfig import check_semantics
@@ -27,6 +28,60 @@ class PlannedRun:
     run_id: str
     config: dict[str, Any]
     point: dict[str, Any]  # the grid point (dotted keys) plus "seed"
+    recipes: list[str] = field(default_factory=list)  # names of the recipes that applied
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    when: dict[str, list[Any]]  # dotted key (or model.family) -> values that match
+    values: dict[str, Any]  # the partial run config it sets
+
+
+def parse_recipes(raw: dict[str, Any], file: str | None) -> list[Recipe]:
+    out = []
+    for name, r in (raw or {}).items():
+        when = {k: v for k, v in r["when"].items() if k != FAMILY_KEY}
+        parsed = parse_excludes([when], file=file, where=f"recipes.{name}.when")[0] if when else {}
+        if FAMILY_KEY in r["when"]:
+            fam = r["when"][FAMILY_KEY]
+            parsed[FAMILY_KEY] = fam if isinstance(fam, list) else [fam]
+        out.append(Recipe(str(name), parsed, r["set"]))
+    return out
+
+
+def _matches(recipe: Recipe, cfg: dict[str, Any]) -> bool:
+    from vitbench.models import model_family
+
+    for key, values in recipe.when.items():
+        if key == FAMILY_KEY:
+            try:
+                if model_family(cfg["model"]["name"]) not in values:
+                    return False
+            except ValueError:
+                return False  # an unknown model name is reported by the semantic checks
+        elif get_path(cfg, key) not in values:
+            return False
+    return True
+
+
+def resolve_config(base: dict[str, Any], recipes: list[Recipe], layers: list[tuple[str, Any]]
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """base ⊕ the recipes matching (base ⊕ layers) ⊕ layers; layers are (dotted key, value) in order."""
+    def with_layers(cfg: dict[str, Any]) -> dict[str, Any]:
+        cfg = deep_merge(cfg, {})
+        for key, value in layers:
+            set_path(cfg, key, value)
+        return cfg
+
+    probe = with_layers(base)
+    applied = [r for r in recipes if _matches(r, probe)]
+    if not applied:
+        return probe, []
+    cfg = base
+    for r in applied:
+        cfg = deep_merge(cfg, r.values)
+    return with_layers(cfg), [r.name for r in applied]
 
 
 @dataclass
@@ -64,6 +119,7 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
                         file=file, key=spec["grid_where"])
     parsed = [parse_override(o, file="--set") for o in overrides or []]
     base = deep_merge(default_config(), spec["base"])
+    recipes = parse_recipes(spec["recipes"], file)
 
     runs: list[PlannedRun] = []
     seen: set[str] = set()
@@ -71,12 +127,7 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
     duplicates = 0
     for point in points:
         for seed in seeds:
-            cfg = deep_merge(base, {})
-            for key, value in point.items():
-                set_path(cfg, key, value)
-            cfg["seed"] = seed
-            for key, value in parsed:
-                set_path(cfg, key, value)
+            cfg, applied = resolve_config(base, recipes, [*point.items(), ("seed", seed), *parsed])
             if excluded(point, cfg, excludes):
                 continue
             rid = run_id(cfg)
@@ -94,7 +145,7 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
                     where = ", ".join(f"{k}={v}" for k, v in point.items())
                     raise UserError(f"{exc} (grid point: {where or 'base'})") from None
                 checked[sig] = None
-            runs.append(PlannedRun(rid, cfg, {**point, "seed": seed}))
+            runs.append(PlannedRun(rid, cfg, {**point, "seed": seed}, applied))
     if not runs:
         raise UserError("the grid is empty after excludes: nothing to run", file=file, key=spec["grid_where"])
     return Plan(exp, scale, runs, varying=_varying(runs), duplicates=duplicates)

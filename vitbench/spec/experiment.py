@@ -8,13 +8,21 @@ Top-level keys (anything else is an error)::
     grid:         what varies (see vitbench.spec.grid: product / zip / chain)
     exclude:      partial points to drop from the grid
     seeds:        list of seeds; every grid point runs once per seed
-    scales:       {paper|small|micro|smoke: {base, grid, exclude, seeds, description}}
+    recipes:      named rules {NAME: {when: {key: value or [values]}, set: partial run config, note}}: a run
+                  whose config matches every ``when`` key (``model.family`` = vit | bit | hybrid too)
+                  takes the ``set`` values — e.g. Table 3's recipe per pretraining dataset and model
+    scales:       {paper|small|micro|smoke: {base, grid, exclude, seeds, recipes, description}}
     default_scale: the scale used without --scale
     report:       how `vitbench table` / `plot` lay the results out (vitbench.aggregate)
 
-Merging: ``extends`` parents first (in order), then this file. ``base`` and ``scales`` are deep
-merged, ``grid``, ``exclude``, ``seeds`` and ``report`` replace. A scale's ``base`` is applied on
-top of the experiment's ``base``; its ``grid``/``exclude``/``seeds`` replace the experiment's.
+Merging: ``extends`` parents first (in order), then this file. ``base``, ``recipes`` and ``scales``
+are deep merged (a recipe is replaced or amended by name), ``grid``, ``exclude``, ``seeds`` and
+``report`` replace. A scale's ``base`` is applied on top of the experiment's ``base``, its
+``recipes`` after the experiment's; its ``grid``/``exclude``/``seeds`` replace the experiment's.
+
+A run's config: defaults ⊕ base ⊕ matching recipes (in file order) ⊕ grid point ⊕ seed ⊕ ``--set``.
+Recipes match on the config *without* recipes (grid point and ``--set`` included), and a grid axis or
+``--set`` wins over a recipe: a learning-rate axis (Figure 9) stays an axis.
 """
 
 from __future__ import annotations
@@ -29,8 +37,11 @@ from vitbench.spec.runconfig import read_yaml
 from vitbench.spec.schema import deep_merge, validate_structure
 
 SCALES = ("paper", "small", "micro", "smoke")
-TOP_KEYS = ("extends", "description", "base", "grid", "exclude", "seeds", "scales", "default_scale", "report")
-SCALE_KEYS = ("description", "base", "grid", "exclude", "seeds")
+TOP_KEYS = ("extends", "description", "base", "grid", "exclude", "seeds", "recipes", "scales", "default_scale",
+            "report")
+SCALE_KEYS = ("description", "base", "grid", "exclude", "seeds", "recipes")
+RECIPE_KEYS = ("when", "set", "note")
+FAMILY_KEY = "model.family"  # a recipe may match the model family (vit | bit | hybrid) instead of names
 REPLACED = ("grid", "exclude", "seeds", "report", "description", "default_scale")
 
 
@@ -62,6 +73,7 @@ class Experiment:
         sc = scales[scale] or {}
         out = {
             "base": deep_merge(self.raw.get("base") or {}, sc.get("base") or {}),
+            "recipes": deep_merge(self.raw.get("recipes") or {}, sc.get("recipes") or {}),
             "grid": sc["grid"] if "grid" in sc else self.raw.get("grid"),
             "exclude": sc["exclude"] if "exclude" in sc else self.raw.get("exclude"),
             "seeds": sc["seeds"] if "seeds" in sc else self.raw.get("seeds", [0]),
@@ -88,6 +100,8 @@ def _check_top(raw: Any, path: Path) -> dict[str, Any]:
             raw["base"] = _validate_base(raw["base"], file, "base")
     if "seeds" in raw:
         raw["seeds"] = _check_seeds(raw["seeds"], file, "seeds")
+    if raw.get("recipes") is not None:
+        raw["recipes"] = _check_recipes(raw["recipes"], file, "recipes")
     if "default_scale" in raw and raw["default_scale"] not in SCALES:
         raise UserError(f"unknown scale {raw['default_scale']!r}; allowed: {', '.join(SCALES)}", file=file,
                         key="default_scale")
@@ -110,6 +124,8 @@ def _check_top(raw: Any, path: Path) -> dict[str, Any]:
                 sc["base"] = _validate_base(sc["base"], file, f"{where}.base")
             if "seeds" in sc:
                 sc["seeds"] = _check_seeds(sc["seeds"], file, f"{where}.seeds")
+            if sc.get("recipes") is not None:
+                sc["recipes"] = _check_recipes(sc["recipes"], file, f"{where}.recipes")
     if "report" in raw and raw["report"] is not None and not isinstance(raw["report"], dict):
         raise UserError("must be a mapping", file=file, key="report")
     return raw
@@ -126,6 +142,42 @@ def _validate_base(base: Any, file: str, where: str) -> dict[str, Any]:
         prefix = f"{file}: "
         rest = msg[len(prefix):] if msg.startswith(prefix) else msg
         raise UserError(f"{where}.{rest}", file=file) from None
+
+
+def _check_recipes(recipes: Any, file: str, where: str) -> dict[str, Any]:
+    """Each recipe: ``when`` (dotted run-config keys or model.family → value or list of values), ``set``."""
+    from vitbench.models.registry import FAMILIES
+    from vitbench.spec.grid import parse_excludes
+
+    if not isinstance(recipes, dict):
+        raise UserError("must be a mapping of recipe names to {when, set, note}", file=file, key=where)
+    for name, r in recipes.items():
+        here = f"{where}.{name}"
+        if not isinstance(r, dict):
+            raise UserError(f"must be a mapping of {', '.join(RECIPE_KEYS)}", file=file, key=here)
+        for key in r:
+            if key not in RECIPE_KEYS:
+                raise UserError(f"unknown key; allowed: {', '.join(RECIPE_KEYS)}", file=file, key=f"{here}.{key}")
+        when = r.get("when")
+        if not isinstance(when, dict) or not when:
+            raise UserError("needs a non-empty mapping of key: value (or [values]) to match", file=file,
+                            key=f"{here}.when")
+        family = when.get(FAMILY_KEY)
+        if family is not None:
+            values = family if isinstance(family, list) else [family]
+            bad = [v for v in values if v not in FAMILIES]
+            if bad:
+                raise UserError(f"{bad[0]!r} is not a model family; allowed: {', '.join(FAMILIES)}", file=file,
+                                key=f"{here}.when.{FAMILY_KEY}")
+        rest = {k: v for k, v in when.items() if k != FAMILY_KEY}
+        if rest:
+            parse_excludes([rest], file=file, where=f"{here}.when")  # same key/value checks as excludes
+        if "note" in r and not isinstance(r["note"], str):
+            raise UserError("must be a string (why this recipe, and its source)", file=file, key=f"{here}.note")
+        if not isinstance(r.get("set"), dict) or not r["set"]:
+            raise UserError("needs a non-empty partial run config", file=file, key=f"{here}.set")
+        r["set"] = _validate_base(r["set"], file, f"{here}.set")
+    return recipes
 
 
 def _check_seeds(seeds: Any, file: str, where: str) -> list[int]:
@@ -146,7 +198,7 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     for key, value in child.items():
         if key == "extends":
             continue
-        if key in ("base", "scales") and isinstance(out.get(key), dict) and isinstance(value, dict):
+        if key in ("base", "scales", "recipes") and isinstance(out.get(key), dict) and isinstance(value, dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

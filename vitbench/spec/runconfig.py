@@ -65,10 +65,7 @@ def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data:
     if ft["dataset"] and not ft["lrs"]:
         raise UserError("needs at least one learning rate (or set eval.finetune.dataset: null)",
                         file=file, key="eval.finetune.lrs")
-    p = cfg["pretrain"]
-    if p["warmup_steps"] > p["steps"] and p["steps"] > 0:
-        raise UserError(f"warm-up ({p['warmup_steps']}) is longer than the run ({p['steps']} steps)",
-                        file=file, key="pretrain.warmup_steps")
+    check_budgets(cfg, file=file)
     if check_data:
         root = cfg["runtime"]["data_root"] or os.environ.get("VITBENCH_DATA")
         for key, name in datasets:
@@ -76,6 +73,24 @@ def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data:
                 check_data_root(name, root)
             except DataRootError as exc:
                 raise UserError(_one_line(exc), file=file, key=key) from None
+
+
+def check_budgets(cfg: dict[str, Any], *, file: str | None = None) -> None:
+    """Each phase states steps or epochs (one of the two); warm-up fits in the planned steps."""
+    from vitbench.spec.budget import sections, steps_for
+
+    for kind, (key, section, n_train) in sections(cfg).items():
+        given = [k for k in ("steps", "epochs") if section.get(k) is not None]
+        if len(given) != 1:
+            what = "both" if given else "neither"
+            raise UserError(f"{key}.steps and {key}.epochs: set exactly one, got {what}", file=file,
+                            key=f"{key}.{given[-1] if given else 'steps'}")
+        if section.get("epochs") is not None and n_train is None:
+            continue  # the run converts with the size it loads
+        steps = steps_for(section, n_train or 0)
+        if kind == "pretrain" and section["warmup_steps"] > steps > 0:
+            raise UserError(f"warm-up ({section['warmup_steps']}) is longer than the run ({steps} steps)",
+                            file=file, key=f"{key}.warmup_steps")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -39,7 +39,15 @@ LIST = (list,)
 AUGMENT = {
     "crop": Field(STR, "none", "random crop: none | pad_crop | random_resized", choices=("none", "pad_crop", "random_resized")),
     "flip": Field(BOOL, False, "random horizontal flip"),
+    "randaugment": Field(STR, None, "timm RandAugment config string, e.g. rand-m15-n2 (AugReg 'medium'); null = off",
+                         nullable=True),
+    "mixup": Field(FLOAT, 0.0, "Mixup alpha (timm.data.Mixup, per-sample lambda); 0 = off", minimum=0.0),
+    "cutmix": Field(FLOAT, 0.0, "CutMix alpha (timm.data.Mixup, per-sample); 0 = off", minimum=0.0),
 }
+
+# Budgets are stated in steps or in epochs of the training split (after the dev split and the
+# nested subset), one of the two: a layer that sets one clears the other (see deep_merge).
+EXCLUSIVE = {"steps": "epochs", "epochs": "steps"}
 
 SCHEMA: dict[str, Any] = {
     "seed": Field(INT, 0, "run seed: model init, data order, augmentation, few-shot draws", minimum=0),
@@ -52,19 +60,25 @@ SCHEMA: dict[str, Any] = {
         "pool": Field(STR, "cls", "representation: [class] token or global average pooling (App. D.3)", choices=("cls", "gap")),
         "pre_logits": Field(BOOL, True, "paper's pretraining head: Linear(D,D)+tanh before the classifier"),
         "dropout": Field(FLOAT, 0.0, "dropout rate (paper: 0.1 for ImageNet/21k pretraining, 0 for JFT)", minimum=0.0),
+        "drop_path": Field(FLOAT, 0.0, "stochastic depth rate of the last block, linear in depth (timm DropPath); "
+                           "paper: 0", minimum=0.0),
     },
     "pretrain": {
         "dataset": Field(STR, "synthetic", "pretraining dataset name (see vitbench.data.list_datasets)"),
         "size": Field(INT, None, "pretraining-set size N: the first N of a fixed permutation (nested subsets); null = all",
                       nullable=True, minimum=1),
         "img_size": Field(INT, 16, "pretraining resolution in pixels", minimum=1),
-        "steps": Field(INT, 300, "optimiser steps", minimum=0),
+        "steps": Field(INT, 300, "optimiser steps (or set epochs instead)", nullable=True, minimum=0),
+        "epochs": Field(FLOAT, None, "passes over the training split, converted to steps at run time "
+                        "(paper Table 3: ImageNet 300, ImageNet-21k 90); set steps or epochs", nullable=True, minimum=0.0),
         "batch_size": Field(INT, 128, "global batch size", minimum=1),
-        "optimizer": Field(STR, "adamw", "adam (L2 in the gradient) or adamw (decoupled decay)", choices=("adam", "adamw")),
+        "optimizer": Field(STR, "adamw", "adam = adamw: both build torch AdamW, the update of the paper's "
+                           "flax.optim.Adam", choices=("adam", "adamw")),
         "lr": Field(FLOAT, 1e-3, "peak learning rate", minimum=0.0, exclusive_min=True),
         "b1": Field(FLOAT, 0.9, "Adam beta1", minimum=0.0),
         "b2": Field(FLOAT, 0.999, "Adam beta2", minimum=0.0),
-        "weight_decay": Field(FLOAT, 0.1, "weight decay (paper: 0.1 on JFT)", minimum=0.0),
+        "weight_decay": Field(FLOAT, 0.1, "decoupled and x lr, on kernels only (flax.optim.Adam: param -= lr*wd*param); "
+                              "paper: 0.1 on JFT", minimum=0.0),
         "warmup_steps": Field(INT, 30, "linear warm-up steps", minimum=0),
         "decay": Field(STR, "linear", "decay after warm-up", choices=("linear", "cosine")),
         "grad_clip": Field(FLOAT, 1.0, "clip gradients at this global norm; 0 disables", minimum=0.0),
@@ -79,10 +93,17 @@ SCHEMA: dict[str, Any] = {
             "l2": Field(FLOAT, 1024.0, "ridge regulariser of the closed-form least squares (big_vision: 2^10)", minimum=0.0),
             "img_size": Field(INT, None, "resolution of the few-shot images; null = pretraining resolution",
                               nullable=True, minimum=1),
+            "every": Field(INT, 0, "pretraining steps between few-shot probes recorded in metrics.jsonl "
+                           "(paper Figure 9); 0 = only after pretraining", minimum=0),
+            "probe_size": Field(INT, 1000, "test images a probe scores (a fixed seed-independent subset of the first "
+                                "dataset's test split); null = the whole split", nullable=True, minimum=1),
         },
         "finetune": {
             "dataset": Field(STR, "digits", "fine-tuning dataset; null disables fine-tuning", nullable=True),
-            "steps": Field(INT, 100, "SGD steps per learning rate", minimum=1),
+            "steps": Field(INT, 100, "SGD steps per learning rate (paper Table 4: ImageNet 20k, CIFAR 10k, "
+                           "Pets/Flowers 500)", nullable=True, minimum=1),
+            "epochs": Field(FLOAT, None, "fine-tuning budget in epochs of the training split instead of steps",
+                            nullable=True, minimum=0.0, exclusive_min=True),
             "batch_size": Field(INT, 64, "batch size (paper: 512)", minimum=1),
             "lrs": Field(LIST, [0.003, 0.01, 0.03], "learning-rate sweep; picked on the dev split", item_type=float,
                          minimum=0.0),
@@ -216,7 +237,15 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
+            _clear_exclusive(out, over, key)
     return out
+
+
+def _clear_exclusive(node: dict[str, Any], layer: dict[str, Any], key: str) -> None:
+    """Setting steps clears epochs and vice versa, unless the same layer sets both (an error later)."""
+    other = EXCLUSIVE.get(key)
+    if other is not None and layer.get(key) is not None and other in node and other not in layer:
+        node[other] = None
 
 
 def get_path(cfg: dict[str, Any], path: str) -> Any:
@@ -232,6 +261,7 @@ def set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+    _clear_exclusive(node, {parts[-1]: value}, parts[-1])
 
 
 def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

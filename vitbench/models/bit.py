@@ -53,6 +53,11 @@ class BiT(ResNetV2):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(ResNetV2.forward_features(self, x))
 
+    def no_weight_decay(self) -> set[str]:
+        """No extra exclusions: a ResNet has no position tables or tokens, and its GroupNorm scales and biases
+        (ndim <= 1) are excluded by shape in ``vitbench.train.optim``; every conv kernel is decayed."""
+        return set()
+
     def reset_classifier(self, num_classes: int) -> None:  # type: ignore[override]
         """Fine-tuning head: a new zero-initialised classifier (BiT-HyperRule / paper App. B.1.1)."""
         super().reset_classifier(num_classes)

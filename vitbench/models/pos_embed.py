@@ -9,13 +9,15 @@ Prefix (class) token: learned_1d gives it its own learned entry (timm layout, so
 timm). learned_2d, sincos_2d and relative give it *no* position signal (zero vector / zero bias): it has no
 grid position, and a learned constant added to it at the stem would be redundant with the learned class
 token itself.
+
+Resizing: every table uses ``resize_grid`` (bilinear, align_corners=True = vit_jax/checkpoint.py's zoom order=1).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import build_sincos2d_pos_embed, gen_relative_position_index, resample_abs_pos_embed, trunc_normal_
+from timm.layers import build_sincos2d_pos_embed, gen_relative_position_index, trunc_normal_
 from torch import nn
 
 POS_EMBEDS = ("none", "learned_1d", "learned_2d", "relative", "sincos_2d")
@@ -23,6 +25,22 @@ PLACEMENTS = ("stem", "every_layer", "every_layer_shared")
 ABSOLUTE = ("learned_1d", "learned_2d", "sincos_2d")  # the variants added to the tokens
 
 Grid = tuple[int, int]
+
+
+def resize_grid(grid: torch.Tensor, new_size: Grid) -> torch.Tensor:
+    """Resize a channels-first grid (C, h, w) to (C, *new_size): bilinear, ``align_corners=True``.
+
+    The paper's code (google-research/vision_transformer, ``vit_jax/checkpoint.py::load_pretrained``) resizes
+    the position grid with ``scipy.ndimage.zoom(grid, (new/old, new/old, 1), order=1)``: an order-1 spline
+    (bilinear) whose default ``grid_mode=False`` maps the corner samples onto the corner samples, which is
+    exactly ``F.interpolate(mode="bilinear", align_corners=True)``. Computed in float32, returned in the
+    input dtype. Every resizable table (1D grid, 2D axis tables, relative bias) goes through here.
+    """
+    new_size = (int(new_size[0]), int(new_size[1]))
+    if tuple(grid.shape[1:]) == new_size:
+        return grid.detach().clone()
+    out = F.interpolate(grid.detach().float().unsqueeze(0), size=new_size, mode="bilinear", align_corners=True)
+    return out[0].to(grid.dtype).contiguous()
 
 
 class AbsPosEmbed(nn.Module):
@@ -45,7 +63,8 @@ class AbsPosEmbed(nn.Module):
 
 
 class LearnedPosEmbed1d(AbsPosEmbed):
-    """One learned D-vector per token (timm's ``pos_embed``), resized by bicubic interpolation of the grid."""
+    """One learned D-vector per token (timm's ``pos_embed``); resizing interpolates the patch grid
+    (``resize_grid``) and keeps the prefix (class) entries unchanged, as ``vit_jax/checkpoint.py``."""
 
     def __init__(self, grid_size: Grid, dim: int, num_prefix_tokens: int) -> None:
         super().__init__(grid_size, dim, num_prefix_tokens)
@@ -60,18 +79,23 @@ class LearnedPosEmbed1d(AbsPosEmbed):
         grid_size = tuple(grid_size)
         if grid_size == self.grid_size:
             return
-        with torch.no_grad():
-            new = resample_abs_pos_embed(self.pos.detach(), new_size=list(grid_size), old_size=list(self.grid_size),
-                                         num_prefix_tokens=self.num_prefix_tokens)
+        p, (gh, gw), pos = self.num_prefix_tokens, self.grid_size, self.pos.detach()
+        grid = pos[0, p:].reshape(gh, gw, self.dim).permute(2, 0, 1)  # (D, gh, gw)
+        grid = resize_grid(grid, grid_size).permute(1, 2, 0).reshape(1, grid_size[0] * grid_size[1], self.dim)
+        new = torch.cat([pos[:, :p], grid], dim=1)
         self.pos = nn.Parameter(new.contiguous(), requires_grad=self.pos.requires_grad)
         self.grid_size = grid_size
 
 
 def _resize_axis(table: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic 1D resize of a (1, n, d) per-axis table to (1, size, d) (same kernel as the 1D grid)."""
-    img = table.detach().float().permute(0, 2, 1).unsqueeze(-1)  # (1, d, n, 1)
-    out = F.interpolate(img, size=(size, 1), mode="bicubic", align_corners=False)
-    return out.squeeze(-1).permute(0, 2, 1).to(table.dtype).contiguous()
+    """Resize a (1, n, d) per-axis table to (1, size, d) with ``resize_grid`` (linear along the axis).
+
+    Patch (i, j) of learned_2d is concat(Y[i], X[j]): each half depends on one axis only, so linear
+    interpolation of each axis table is exactly bilinear interpolation of the concatenated grid, i.e. the
+    same operation as the learned_1d resize.
+    """
+    grid = table.detach()[0].t().unsqueeze(-1)  # (d, n, 1)
+    return resize_grid(grid, (size, 1))[..., 0].t().unsqueeze(0).contiguous()
 
 
 class LearnedPosEmbed2d(AbsPosEmbed):
@@ -162,14 +186,13 @@ class RelativePositionBias(nn.Module):
         return F.pad(bias, (p, 0, p, 0)) if p else bias
 
     def set_grid_size(self, grid_size: Grid) -> None:
-        """Resize the table bicubically; align_corners keeps offset 0 and the extreme offsets in place."""
+        """Resize the table per head with ``resize_grid``; align_corners keeps offset 0 and the extreme offsets
+        in place."""
         grid_size = tuple(grid_size)
         if grid_size == self.grid_size:
             return
         size = (2 * grid_size[0] - 1, 2 * grid_size[1] - 1)
-        with torch.no_grad():
-            t = self.table.detach()
-            new = F.interpolate(t.float().unsqueeze(0), size=size, mode="bicubic", align_corners=True)[0].to(t.dtype)
+        new = resize_grid(self.table, size)  # (heads, 2gh-1, 2gw-1): heads are the channels
         self.table = nn.Parameter(new.contiguous(), requires_grad=self.table.requires_grad)
         self.index = self._index(grid_size, self.index.device)
         self.grid_size = grid_size

@@ -41,6 +41,10 @@ class Recipe:
 def parse_recipes(raw: dict[str, Any], file: str | None) -> list[Recipe]:
     out = []
     for name, r in (raw or {}).items():
+        for part in ("when", "set"):
+            if part not in r:
+                raise UserError(f"has no {part} once scales and extends are merged", file=file,
+                                key=f"recipes.{name}")
         when = {k: v for k, v in r["when"].items() if k != FAMILY_KEY}
         parsed = parse_excludes([when], file=file, where=f"recipes.{name}.when")[0] if when else {}
         if FAMILY_KEY in r["when"]:

@@ -145,7 +145,11 @@ def _validate_base(base: Any, file: str, where: str) -> dict[str, Any]:
 
 
 def _check_recipes(recipes: Any, file: str, where: str) -> dict[str, Any]:
-    """Each recipe: ``when`` (dotted run-config keys or model.family → value or list of values), ``set``."""
+    """Each recipe: ``when`` (dotted run-config keys or model.family → value or list of values), ``set``.
+
+    A scale or a child file may amend a recipe by name with only some of its keys; that both are
+    there once merged is checked when the plan is made.
+    """
     from vitbench.models.registry import FAMILIES
     from vitbench.spec.grid import parse_excludes
 
@@ -158,8 +162,10 @@ def _check_recipes(recipes: Any, file: str, where: str) -> dict[str, Any]:
         for key in r:
             if key not in RECIPE_KEYS:
                 raise UserError(f"unknown key; allowed: {', '.join(RECIPE_KEYS)}", file=file, key=f"{here}.{key}")
-        when = r.get("when")
-        if not isinstance(when, dict) or not when:
+        if "when" not in r and "set" not in r:
+            raise UserError("needs when (what it matches) and set (what it sets)", file=file, key=here)
+        when = r.get("when", {})
+        if "when" in r and (not isinstance(when, dict) or not when):
             raise UserError("needs a non-empty mapping of key: value (or [values]) to match", file=file,
                             key=f"{here}.when")
         family = when.get(FAMILY_KEY)
@@ -174,9 +180,10 @@ def _check_recipes(recipes: Any, file: str, where: str) -> dict[str, Any]:
             parse_excludes([rest], file=file, where=f"{here}.when")  # same key/value checks as excludes
         if "note" in r and not isinstance(r["note"], str):
             raise UserError("must be a string (why this recipe, and its source)", file=file, key=f"{here}.note")
-        if not isinstance(r.get("set"), dict) or not r["set"]:
-            raise UserError("needs a non-empty partial run config", file=file, key=f"{here}.set")
-        r["set"] = _validate_base(r["set"], file, f"{here}.set")
+        if "set" in r:
+            if not isinstance(r["set"], dict) or not r["set"]:
+                raise UserError("needs a non-empty partial run config", file=file, key=f"{here}.set")
+            r["set"] = _validate_base(r["set"], file, f"{here}.set")
     return recipes
 
 

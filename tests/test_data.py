@@ -382,7 +382,7 @@ def test_augment_ops_are_correct() -> None:
 
 def test_augment_validation(synth: DatasetSpec) -> None:
     with pytest.raises(ValueError, match="unknown augment key") as exc:
-        make_loader(synth, batch_size=8, device="cpu", train=True, seed=0, augment={"crop": "none", "mixup": 0.2})
+        make_loader(synth, batch_size=8, device="cpu", train=True, seed=0, augment={"crop": "none", "autoaugment": 0.2})
     assert "\n" not in str(exc.value)
     with pytest.raises(ValueError, match="augment.crop"):
         make_loader(synth, batch_size=8, device="cpu", train=True, seed=0, augment={"crop": "center"})

@@ -10,7 +10,6 @@ import math
 import pytest
 import timm
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from vitbench.models import (
@@ -23,7 +22,7 @@ from vitbench.models import (
     model_family,
     validate_model_kwargs,
 )
-from vitbench.models.pos_embed import _resize_axis
+from vitbench.models.pos_embed import _resize_axis, resize_grid
 from vitbench.models.vit import VIT_SIZES
 
 TINY = [n for n in list_models() if "micro" in n or "nano" in n]
@@ -213,8 +212,9 @@ def test_resize_same_size_is_identity() -> None:
     pos = model.pos_embed[0].pos.detach().clone()
     model.set_img_size(16)
     torch.testing.assert_close(model.pos_embed[0].pos, pos, atol=0, rtol=0)
-    # the interpolation itself (old grid given explicitly) and the per-axis 2D interpolation
-    torch.testing.assert_close(resample_abs_pos_embed(pos, new_size=[4, 4], old_size=[4, 4]), pos)
+    # the interpolation itself (the paper's bilinear resize of the grid) and the per-axis 2D one
+    grid = pos[0, 1:].T.reshape(D, 4, 4)
+    torch.testing.assert_close(resize_grid(grid, (4, 4)), grid, atol=1e-6, rtol=0)
     table = torch.randn(1, 4, 16)
     torch.testing.assert_close(_resize_axis(table, 4), table, atol=1e-6, rtol=0)
 

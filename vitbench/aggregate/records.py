@@ -43,6 +43,7 @@ def record_row(rec: dict[str, Any] | None) -> dict[str, Any]:
     row["diverged_at"] = pre.get("diverged_at")
     ft = rec.get("finetune") or {}
     row["finetune_best_lr"] = ft.get("best_lr")
+    row["fewshot_curve"] = rec.get("fewshot_curve")  # {dataset: [{step, epoch, "<k>": acc}]}: the curve plots
     return row
 
 

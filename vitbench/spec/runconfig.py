@@ -41,7 +41,7 @@ def resolve_run_config(partial: dict[str, Any], *, file: str | None = None,
 
 def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data: bool = True) -> None:
     """Cross-field checks the schema cannot express; raises UserError naming the key."""
-    from vitbench.data import DataRootError, check_data_root, list_datasets
+    from vitbench.data import DataRootError, check_data_root, list_datasets, parse_augment
     from vitbench.models import validate_model_kwargs
     from vitbench.train.run import model_kwargs
 
@@ -66,6 +66,14 @@ def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data:
         raise UserError("needs at least one learning rate (or set eval.finetune.dataset: null)",
                         file=file, key="eval.finetune.lrs")
     check_budgets(cfg, file=file)
+    for key, section in (("pretrain", cfg["pretrain"]), ("eval.finetune", ft)):
+        try:
+            aug = parse_augment(section["augment"])
+        except ValueError as exc:
+            raise UserError(_one_line(exc), file=file, key=f"{key}.augment") from None
+        if (aug.mixup or aug.cutmix) and section["batch_size"] % 2:
+            raise UserError(f"Mixup/CutMix pair sample i with B-1-i: needs an even batch, got {section['batch_size']}",
+                            file=file, key=f"{key}.batch_size")
     if check_data:
         root = cfg["runtime"]["data_root"] or os.environ.get("VITBENCH_DATA")
         for key, name in datasets:

@@ -39,7 +39,8 @@ LIST = (list,)
 AUGMENT = {
     "crop": Field(STR, "none", "random crop: none | pad_crop | random_resized", choices=("none", "pad_crop", "random_resized")),
     "flip": Field(BOOL, False, "random horizontal flip"),
-    "randaugment": Field(STR, None, "timm RandAugment config string, e.g. rand-m15-n2 (AugReg 'medium'); null = off",
+    "randaugment": Field(STR, None, "timm RandAugment config string, e.g. rand-m15-n2 (AugReg 'medium'; timm caps "
+                         "the magnitude at 10 unless -mmax15 is added); per sample after crop and flip; null = off",
                          nullable=True),
     "mixup": Field(FLOAT, 0.0, "Mixup alpha (timm.data.Mixup, per-sample lambda); 0 = off", minimum=0.0),
     "cutmix": Field(FLOAT, 0.0, "CutMix alpha (timm.data.Mixup, per-sample); 0 = off", minimum=0.0),

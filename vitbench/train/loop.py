@@ -53,10 +53,12 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
                on_log: Callable[[int, float, float], None] | None = None,
                checkpoint_every: int | None = None, on_checkpoint: Callable[[int], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
+               on_step: Callable[[int], None] | None = None,
                progress: Any | None = None,
                reduce_losses: Callable[[torch.Tensor], torch.Tensor] | None = None,
                batch_transform: Callable[[torch.Tensor, torch.Tensor],
                                                                       tuple[torch.Tensor, torch.Tensor]] | None = None,
+               mix: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
                ) -> LoopResult:
     """Run steps ``start_step .. total_steps-1``.
 
@@ -64,6 +66,11 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
     ``on_log(step, loss, lr)`` is called every ``log_every`` steps and at the end;
     ``on_checkpoint(steps_done)`` every ``checkpoint_every`` steps; ``should_stop()`` is polled
     at every step boundary and, when true, a checkpoint is written and StopRequested raised.
+    ``on_step(steps_done)`` is called at every step boundary, after that step's divergence check
+    (if any) and before its checkpoint (few-shot probes: recorded before the checkpoint).
+    ``mix(x, y, step)`` (Mixup/CutMix, ``loader.mixer()``) runs on the global batch before
+    ``batch_transform`` (the DDP shard), so every rank trains on its slice of one mixed batch; it
+    returns soft targets, which carry their own label smoothing (``label_smoothing`` is then unused).
     """
     model.train()
     pending: list[torch.Tensor] = []  # device-side losses since the last check
@@ -91,12 +98,15 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
     for step in range(start_step, total_steps):
         t0 = time.perf_counter()
         x, y = data.get_batch(step)
+        if mix is not None:
+            x, y = mix(x, y, step)
         if batch_transform is not None:
             x, y = batch_transform(x, y)
         t1 = time.perf_counter()
         with autocast_for(device, precision):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        loss = F.cross_entropy(logits.float(), y,  # soft (mixed) targets are already smoothed
+                               label_smoothing=0.0 if y.is_floating_point() else label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -121,6 +131,8 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
                 on_log(done, last_loss, scheduler.get_last_lr()[0])
             if progress is not None and last_loss is not None:
                 progress.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+        if on_step is not None:
+            on_step(done)
         if is_ckpt or (stop and on_checkpoint is not None):
             on_checkpoint(done)
         if stop:

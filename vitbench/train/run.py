@@ -20,11 +20,13 @@ import torch
 from torch import nn
 
 from vitbench.record.faults import fault_point
+from vitbench.spec.budget import describe, epochs_of, steps_for
 from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
 from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vitbench.train.fewshot import fewshot_eval
 from vitbench.train.loop import LoopResult, extract, top1, train_loop
+from vitbench.train.probe import FewshotProbe, fewshot_curve
 from vitbench.train.optim import build_finetune_optimizer, build_pretrain_optimizer, build_schedule
 
 
@@ -132,12 +134,14 @@ class Run:
         torch.manual_seed(cfg["seed"])
         train_ds = self._dataset(p["dataset"], "train", p["img_size"], p["size"])
         model = self.build_model(train_ds.num_classes)
+        self.train_size = len(train_ds)
+        self.pretrain_steps = steps_for(p, self.train_size)
         from vitbench.models import count_flops, count_params
 
         n_params, flops = count_params(model), count_flops(model, p["img_size"])
         self.log(f"run {self.rd.run_id}: {cfg['model']['name']} ({n_params:,} params, "
                  f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, pretrain {p['dataset']} "
-                 f"n={len(train_ds)} steps={p['steps']}")
+                 f"n={len(train_ds)}: {describe(p, self.pretrain_steps, len(train_ds))}")
 
         pre = self.pretrain(model, train_ds)
         if pre.status == "diverged":
@@ -147,8 +151,9 @@ class Run:
 
     def pretrain(self, model: nn.Module, train_ds: Any) -> LoopResult:
         p, rt = self.cfg["pretrain"], self.cfg["runtime"]
-        optimizer = build_pretrain_optimizer(model, p)
-        scheduler = build_schedule(optimizer, total=p["steps"], warmup=p["warmup_steps"], decay=p["decay"])
+        total = self.pretrain_steps
+        optimizer = build_pretrain_optimizer(model, p, log=self.log)  # logs which tensors are decayed
+        scheduler = build_schedule(optimizer, total=total, warmup=p["warmup_steps"], decay=p["decay"])
         start = 0
         ckpt = load_checkpoint(self.rd.ckpt_dir, log=self.log)
         if ckpt is not None:
@@ -157,10 +162,14 @@ class Run:
             scheduler.load_state_dict(ckpt["scheduler"])
             set_rng_state(ckpt["rng"])
             start = int(ckpt["step"])
-            self.log(f"resuming from checkpoint at step {start}/{p['steps']}")
+            self.log(f"resuming from checkpoint at step {start}/{total}")
             if ckpt.get("diverged_at") is not None:
                 return LoopResult("diverged", start, None, diverged_at=int(ckpt["diverged_at"]))
-        if start >= p["steps"]:
+        fs = self.cfg["eval"]["fewshot"]
+        probe = FewshotProbe(self, model, total) if fs["every"] > 0 and fs["datasets"] and self.dist.is_main else None
+        if probe is not None:
+            probe(start)  # step 0 of a fresh run (the curves start at epoch 0); on resume, only if unrecorded
+        if start >= total:
             return LoopResult("ok", start, ckpt.get("last_loss") if ckpt else None)
 
         loader = self._loader(train_ds, p["batch_size"], train=True, augment=p["augment"], seed=self.cfg["seed"])
@@ -182,14 +191,15 @@ class Run:
             if self.dist.is_main:
                 self.rd.metric("train", phase="pretrain", step=step, loss=loss, lr=lr)
 
-        bar = _progress_bar(p["steps"], start, "pretrain", rt["progress"]) if self.dist.is_main else None
+        bar = _progress_bar(total, start, "pretrain", rt["progress"]) if self.dist.is_main else None
         try:
-            res = train_loop(net, loader, optimizer, scheduler, start_step=start, total_steps=p["steps"],
+            res = train_loop(net, loader, optimizer, scheduler, start_step=start, total_steps=total,
                              device=self.device, precision=self.precision, grad_clip=p["grad_clip"],
                              label_smoothing=p["label_smoothing"], log_every=rt["log_every"], on_log=on_log,
                              checkpoint_every=rt["checkpoint_every"], on_checkpoint=save,
-                             should_stop=self.should_stop, progress=bar,
+                             should_stop=self.should_stop, progress=bar, on_step=probe,
                              reduce_losses=distributed.mean_across_ranks if self.dist.enabled else None,
+                             mix=loader.mixer(p["label_smoothing"]),  # Mixup/CutMix: global batch, before the shard
                              batch_transform=lambda x, y: distributed.shard(x, y, self.dist))
         finally:
             if bar is not None:
@@ -202,9 +212,9 @@ class Run:
                                                    "scheduler": scheduler.state_dict(), "rng": rng_state(),
                                                    "diverged_at": res.diverged_at})
             return res
-        if p["steps"] % rt["checkpoint_every"] != 0:
-            save(p["steps"])  # the evaluation phase resumes from the finished weights
-        self.log(f"pretraining done: {p['steps']} steps, loss {res.last_loss}")
+        if total % rt["checkpoint_every"] != 0:
+            save(total)  # the evaluation phase resumes from the finished weights
+        self.log(f"pretraining done: {total} steps, loss {res.last_loss}")
         return res
 
     def evaluate(self, model: nn.Module, train_ds: Any) -> dict[str, Any] | None:
@@ -260,18 +270,19 @@ class Run:
         model.set_img_size(img)
         model.to(self.device)
         opt = build_finetune_optimizer(model, lr)
-        sched = build_schedule(opt, total=ft["steps"], warmup=ft["warmup_steps"], decay="cosine")
+        steps = steps_for(ft, len(tr))
+        sched = build_schedule(opt, total=steps, warmup=ft["warmup_steps"], decay="cosine")
         loader = self._loader(tr, ft["batch_size"], train=True, augment=ft["augment"], seed=self.cfg["seed"] + 1)
         t0 = time.time()
-        res = train_loop(model, loader, opt, sched, start_step=0, total_steps=ft["steps"], device=self.device,
+        res = train_loop(model, loader, opt, sched, start_step=0, total_steps=steps, device=self.device,
                          precision=self.precision, grad_clip=ft["grad_clip"],
-                         log_every=self.cfg["runtime"]["log_every"],
+                         log_every=self.cfg["runtime"]["log_every"], mix=loader.mixer(),
                          on_log=lambda s, loss, cur: self.rd.metric("train", phase=f"finetune@{lr:g}", step=s,
                                                                     loss=loss, lr=cur))
         if res.status == "diverged":
             self.log(f"fine-tuning at lr={lr:g} diverged at step {res.diverged_at}")
             return {"status": "diverged", "diverged_at": res.diverged_at, "dev_top1": None, "test_top1": None}
-        out = {"status": "ok", "final_loss": res.last_loss,
+        out = {"status": "ok", "steps": steps, "final_loss": res.last_loss,
                "dev_top1": top1(model, self._eval_batches(dev), device=self.device, precision=self.precision),
                "test_top1": top1(model, self._eval_batches(te), device=self.device, precision=self.precision),
                "wall_s": round(time.time() - t0, 2)}
@@ -289,7 +300,9 @@ class Run:
             "status": "diverged" if pre.status == "diverged" else "done",
             "config": self.cfg,
             "model": {"name": self.cfg["model"]["name"], "params": n_params, "flops_per_image": flops},
-            "pretrain": {"steps_done": pre.steps_done, "images_seen": images_seen, "final_loss": pre.last_loss,
+            "pretrain": {"steps": self.pretrain_steps, "train_size": self.train_size,
+                         "epochs": round(epochs_of(p, self.pretrain_steps, self.train_size), 4),
+                         "steps_done": pre.steps_done, "images_seen": images_seen, "final_loss": pre.last_loss,
                          "diverged_at": pre.diverged_at,
                          # forward + backward ≈ 3 × forward FLOPs (the paper's compute axis)
                          "train_flops": 3 * flops * images_seen},
@@ -301,6 +314,9 @@ class Run:
             record["fewshot"] = evals.get("fewshot", {})
             if "finetune" in evals:
                 record["finetune"] = summarise_finetune(self.cfg["eval"]["finetune"]["dataset"], evals["finetune"])
+        curve = fewshot_curve(self.rd.read_metrics())  # the few-shot probes (Figure 9), last line per step
+        if curve:
+            record["fewshot_curve"] = curve
         record["summary"] = summary_metrics(record)
         fault_point("before_result")
         self.rd.write_result(record)
@@ -313,7 +329,8 @@ def model_kwargs(m: dict[str, Any]) -> dict[str, Any]:
     """The create_model keyword arguments a model config implies (ViT-only keys for ViT/hybrid)."""
     from vitbench.models import model_family
 
-    kw: dict[str, Any] = {"dropout": m["dropout"]}
+    # drop_path: stochastic depth for every family (ViT/hybrid blocks; BiT via timm ResNetV2 drop_path_rate)
+    kw: dict[str, Any] = {"dropout": m["dropout"], "drop_path": m.get("drop_path", 0.0)}
     if model_family(m["name"]) in ("vit", "hybrid"):
         kw.update(pos_embed=m["pos_embed"], pos_placement=m["pos_placement"], pool=m["pool"],
                   pre_logits=m["pre_logits"])

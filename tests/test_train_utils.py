@@ -72,3 +72,36 @@ def test_atomic_json_and_rundir_state(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "x.json", {"a": 1})
     assert read_json(tmp_path / "x.json") == {"a": 1}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("die_at", [1, 2, 3])
+def test_a_kill_between_the_checkpoint_renames_leaves_a_loadable_last(tmp_path, monkeypatch, die_at) -> None:
+    """Whichever filesystem operation of save_checkpoint a kill interrupts, last.pt stays loadable, and
+    the next load removes the temporary files the dead writer left."""
+    import os as _os
+
+    from vitbench.train import checkpoint as ck
+
+    ck.save_checkpoint(tmp_path, {"step": 1, "model": {}})
+    ck.save_checkpoint(tmp_path, {"step": 2, "model": {}})
+    calls = {"n": 0}
+    real_link, real_replace = _os.link, _os.replace
+
+    def dying(real):
+        def op(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == die_at:
+                raise KeyboardInterrupt  # stands in for SIGKILL: nothing after this runs
+            return real(*a, **k)
+        return op
+
+    monkeypatch.setattr(ck.os, "link", dying(real_link))
+    monkeypatch.setattr(ck.os, "replace", dying(real_replace))
+    monkeypatch.setattr(ck.os, "unlink", lambda *a, **k: None)  # a killed process cleans nothing up
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(tmp_path, {"step": 3, "model": {}})
+    monkeypatch.undo()
+    assert (tmp_path / "last.pt").exists() and list(tmp_path.glob(".*.tmp"))
+    payload = ck.load_checkpoint(tmp_path, log=lambda m: None)
+    assert payload is not None and payload["step"] in (2, 3)
+    assert not list(tmp_path.glob(".*.tmp"))  # no litter after the next start

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -45,7 +46,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``last.pt`` atomically, keeping the previous one as ``prev.pt``."""
+    """Write ``last.pt`` atomically, keeping the previous one as ``prev.pt``.
+
+    ``last.pt`` is only ever replaced by a rename, never moved away: the old one is hard-linked to
+    ``prev.pt`` first, so a kill at any instant leaves a loadable ``last.pt`` (old or new); the
+    temporary files a kill leaves are removed by the next ``load_checkpoint``.
+    """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".ckpt.", suffix=".tmp")
@@ -56,7 +62,15 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -
             os.fsync(fh.fileno())
         last = ckpt_dir / LAST
         if last.exists():
-            os.replace(last, ckpt_dir / PREV)
+            link = ckpt_dir / f".prev.{os.getpid()}.tmp"
+            try:
+                os.link(last, link)
+            except FileExistsError:
+                os.unlink(link)
+                os.link(last, link)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(last, link)
+            os.replace(link, ckpt_dir / PREV)
         os.replace(tmp, last)
     except BaseException as exc:
         try:
@@ -88,6 +102,8 @@ def load_checkpoint(ckpt_dir: str | os.PathLike[str], log: Callable[[str], None]
     Tries ``last.pt`` then ``prev.pt``; every unreadable file is reported through ``log``.
     """
     ckpt_dir = Path(ckpt_dir)
+    for stale in ckpt_dir.glob(".*.tmp"):  # left by a process killed while saving
+        stale.unlink(missing_ok=True)
     for name in (LAST, PREV):
         path = ckpt_dir / name
         if not path.exists():

@@ -25,6 +25,8 @@ from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
 from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vitbench.train.fewshot import fewshot_eval
+from vitbench.train import convergence
+from vitbench.train.timing import Phases
 from vitbench.train.loop import LoopResult, extract, top1, train_loop
 from vitbench.train.probe import FewshotProbe, fewshot_curve
 from vitbench.train.optim import build_finetune_optimizer, build_pretrain_optimizer, build_schedule
@@ -126,6 +128,7 @@ class Run:
 
     def _execute(self) -> dict[str, Any] | None:
         t_start = time.time()
+        self.phases = Phases()
         cfg = self.cfg
         if self.dist.is_main:
             self.rd.create(cfg)
@@ -143,10 +146,13 @@ class Run:
                  f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, pretrain {p['dataset']} "
                  f"n={len(train_ds)}: {describe(p, self.pretrain_steps, len(train_ds))}")
 
+        self.phases.mark("setup")
         pre = self.pretrain(model, train_ds)
+        self.phases.mark("pretrain")
         if pre.status == "diverged":
             return self._finish(t_start, model, n_params, flops, pre, evals=None)
         evals = self.evaluate(model, train_ds)
+        self.phases.mark("evaluate")
         return self._finish(t_start, model, n_params, flops, pre, evals)
 
     def pretrain(self, model: nn.Module, train_ds: Any) -> LoopResult:
@@ -271,18 +277,24 @@ class Run:
         model.to(self.device)
         opt = build_finetune_optimizer(model, lr)
         steps = steps_for(ft, len(tr))
+        losses: list[tuple[int, float]] = []  # (step, loss) at log points, for the convergence check
+
+        def on_log(step: int, loss: float, cur: float) -> None:
+            losses.append((step, loss))
+            self.rd.metric("train", phase=f"finetune@{lr:g}", step=step, loss=loss, lr=cur)
+
         sched = build_schedule(opt, total=steps, warmup=ft["warmup_steps"], decay="cosine")
         loader = self._loader(tr, ft["batch_size"], train=True, augment=ft["augment"], seed=self.cfg["seed"] + 1)
         t0 = time.time()
         res = train_loop(model, loader, opt, sched, start_step=0, total_steps=steps, device=self.device,
                          precision=self.precision, grad_clip=ft["grad_clip"],
                          log_every=self.cfg["runtime"]["log_every"], mix=loader.mixer(),
-                         on_log=lambda s, loss, cur: self.rd.metric("train", phase=f"finetune@{lr:g}", step=s,
-                                                                    loss=loss, lr=cur))
+                         on_log=on_log)
         if res.status == "diverged":
             self.log(f"fine-tuning at lr={lr:g} diverged at step {res.diverged_at}")
             return {"status": "diverged", "diverged_at": res.diverged_at, "dev_top1": None, "test_top1": None}
         out = {"status": "ok", "steps": steps, "final_loss": res.last_loss,
+               "convergence": convergence.check(losses, steps),
                "dev_top1": top1(model, self._eval_batches(dev), device=self.device, precision=self.precision),
                "test_top1": top1(model, self._eval_batches(te), device=self.device, precision=self.precision),
                "wall_s": round(time.time() - t0, 2)}
@@ -314,7 +326,14 @@ class Run:
             record["fewshot"] = evals.get("fewshot", {})
             if "finetune" in evals:
                 record["finetune"] = summarise_finetune(self.cfg["eval"]["finetune"]["dataset"], evals["finetune"])
-        curve = fewshot_curve(self.rd.read_metrics())  # the few-shot probes (Figure 9), last line per step
+        metrics = self.rd.read_metrics()
+        record["pretrain"]["convergence"] = convergence.check(convergence.curve(metrics, "pretrain"),
+                                                              self.pretrain_steps)
+        record["timing"] = self.phases.record()
+        conv = record["pretrain"]["convergence"]
+        self.log(f"pretraining converged: {conv['converged']} (loss drop over the last fifth "
+                 f"{conv['rel_drop']} of the initial loss; rule: {conv['rule']})")
+        curve = fewshot_curve(metrics)  # the few-shot probes (Figure 9), last line per step
         if curve:
             record["fewshot_curve"] = curve
         record["summary"] = summary_metrics(record)
@@ -352,7 +371,8 @@ def summarise_finetune(dataset: str, per_lr: dict[str, Any]) -> dict[str, Any]:
     if ok:
         # ties go to the smaller learning rate, deterministically
         best = max(sorted(ok, key=float), key=lambda lr: ok[lr]["dev_top1"])
-        out.update(best_lr=float(best), dev_top1=ok[best]["dev_top1"], test_top1=ok[best]["test_top1"])
+        out.update(best_lr=float(best), dev_top1=ok[best]["dev_top1"], test_top1=ok[best]["test_top1"],
+                   converged=(ok[best].get("convergence") or {}).get("converged"))
     return out
 
 

@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.cluster not in CLUSTERS:
         raise UserError(f"unknown cluster {args.cluster!r}; allowed: {', '.join(CLUSTERS)}", key="--cluster")
     plan = _plan(args)
+    from vitbench.aggregate.claims import check_claims
+    check_claims(plan)  # report.claims: a bad claim is a one-line error before anything is submitted
     profile = load_profile(args.profile)
     results = _results_dir(args)
     if args.json and not args.dry_run:

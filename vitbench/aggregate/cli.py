@@ -1,4 +1,4 @@
-"""``vitbench table``, ``plot`` and ``compare``: the aggregation end of the pipeline."""
+"""``vitbench table``, ``plot``, ``claims`` and ``compare``: the aggregation end of the pipeline."""
 
 from __future__ import annotations
 
@@ -71,6 +71,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from vitbench.aggregate.claims import claims_text
+
+    plan = _plan(args)
+    text = claims_text(plan, _results(args))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from vitbench.cli import DEFAULT_RESULTS
 
@@ -92,6 +106,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides the runs were made with")
     p.add_argument("--out", help="output folder (default ./plots)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("claims", help="the report's claims: numbers, Holm-adjusted tests and a computed verdict each")
+    common(p)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides the runs were made with")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("compare", help="run a new variant with the experiment's seeds; deltas vs each baseline")
     common(p)

@@ -4,8 +4,10 @@ The variant is the experiment's base config (at the chosen scale) with an overla
 config file (``--variant FILE``) and/or ``--set key=value`` — run with the experiment's seeds.
 Baseline runs are whatever the experiment's plan already holds; only missing variant runs are
 launched. Each baseline group (one grid point, all seeds) gets a paired comparison over seeds:
-d_s = variant_s − baseline_s, the mean difference with a Student-t 95% confidence interval, and
-"significant" when the interval excludes 0.
+d_s = variant_s − baseline_s, the mean difference with a Student-t 95% confidence interval per
+comparison and a two-sided paired t-test (``scipy.stats.ttest_rel``). The k baseline comparisons
+are one family: their p-values are Holm-adjusted (Holm 1979, vitbench.aggregate.claims.holm) and
+"significant" means Holm-adjusted p < 0.05.
 """
 
 from __future__ import annotations
@@ -67,19 +69,20 @@ def t_critical(df: int) -> float:
 
 
 def paired_delta(variant: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
-    """Mean paired difference over common seeds with a 95% t interval."""
+    """Mean paired difference over common seeds, its 95% t interval and two-sided p (``ttest_rel``).
+
+    ``significant`` here is per comparison (p < 0.05, i.e. the interval excludes 0); ``compare_frame``
+    replaces it with the Holm-adjusted decision over all baselines.
+    """
+    from vitbench.aggregate.claims import paired_test
+
     seeds = sorted(set(variant) & set(baseline))
-    diffs = [variant[s] - baseline[s] for s in seeds]
-    n = len(diffs)
-    out: dict[str, Any] = {"n": n, "delta": math.nan, "lo": math.nan, "hi": math.nan, "significant": None}
-    if n == 0:
-        return out
-    mean = sum(diffs) / n
-    out["delta"] = mean
-    if n >= 2:
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-        half = t_critical(n - 1) * sd / math.sqrt(n)
-        out.update(lo=mean - half, hi=mean + half, significant=bool(mean - half > 0 or mean + half < 0))
+    t = paired_test([variant[s] for s in seeds], [baseline[s] for s in seeds], "gt")
+    out: dict[str, Any] = {"n": t["n"], "delta": t["delta"], "lo": t["lo"], "hi": t["hi"], "p": math.nan,
+                           "significant": None}
+    if t["n"] >= 2:
+        p = min(t["p"], t["p_contra"])  # each is 2 x one-sided: the smaller is the two-sided p
+        out.update(p=p, significant=bool(p < 0.05))
     return out
 
 
@@ -106,7 +109,19 @@ def compare_frame(plan: Plan, variant: Variant, results: str | Path, metric: str
         row.update(baseline=_mean(b.values()), variant=_mean(vals.values()), **d)
         row["seeds"] = f"{d['n']}/{len(sub)}"
         rows.append(row)
+    _holm_rows(rows)
     return pd.DataFrame(rows)
+
+
+def _holm_rows(rows: list[dict[str, Any]]) -> None:
+    """Holm (1979) over the baseline comparisons that have a test; significance on the adjusted p."""
+    from vitbench.aggregate.claims import holm
+
+    tested = [r for r in rows if r["n"] >= 2]
+    for r, p in zip(tested, holm([r["p"] for r in tested])):
+        r["p_holm"], r["significant"] = p, bool(p < 0.05)
+    for r in rows:
+        r.setdefault("p_holm", math.nan)
 
 
 def _by_seed(frame: pd.DataFrame, metric: str) -> dict[int, float]:
@@ -131,16 +146,20 @@ def render_comparison(frame: pd.DataFrame, variant: Variant, metric: str) -> str
 
     rows = []
     keys = [c for c in frame.columns if c not in ("baseline", "variant", "n", "delta", "lo", "hi", "significant",
-                                                   "seeds")]
+                                                   "seeds", "p", "p_holm")]
     for r in frame.to_dict("records"):
         ci = "—" if math.isnan(r["lo"]) else f"[{r['lo']:+.4f}, {r['hi']:+.4f}]"
         sig = {True: "yes", False: "no", None: "n/a (<2 paired seeds)"}[r["significant"]]
-        rows.append([*(str(r[k]) for k in keys), f(r["baseline"]), f(r["variant"]), f(r["delta"], True), ci, sig,
-                     r["seeds"]])
-    head = f"variant: {variant.name}\nmetric: {metric} (paired over seeds, 95% t interval)\n"
+        ph = "—" if math.isnan(r["p_holm"]) else ("<0.0001" if r["p_holm"] < 1e-4 else f"{r['p_holm']:.4f}")
+        rows.append([*(str(r[k]) for k in keys), f(r["baseline"]), f(r["variant"]), f(r["delta"], True), ci, ph,
+                     sig, r["seeds"]])
+    k = int((frame["n"] >= 2).sum()) if len(frame) else 0
+    head = (f"variant: {variant.name}\nmetric: {metric} (paired over seeds, 95% t interval per comparison; "
+            f"two-sided paired t-test, Holm-adjusted (Holm 1979) over the {k} baseline comparisons; "
+            "significant: Holm-adjusted p < 0.05)\n")
     if variant.in_grid is not None:
         point = ", ".join(f"{k}={v}" for k, v in variant.in_grid.items())
         head += f"(the variant is the experiment's own grid point {point}; its row is left out)\n"
     head += "\n"
-    return head + tabulate(rows, headers=[*keys, "baseline", "variant", "Δ", "95% CI", "significant",
+    return head + tabulate(rows, headers=[*keys, "baseline", "variant", "Δ", "95% CI", "p (Holm)", "significant",
                                           "paired seeds"], tablefmt="github", disable_numparse=True) + "\n"

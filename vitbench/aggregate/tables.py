@@ -85,8 +85,9 @@ def report_section(plan: Plan) -> dict[str, Any]:
     file = str(plan.experiment.path)
     report = plan.experiment.raw.get("report") or {}
     for key in report:
-        if key not in ("tables", "plots", "compare_metric"):
-            raise UserError("unknown key; allowed: tables, plots, compare_metric", file=file, key=f"report.{key}")
+        if key not in ("tables", "plots", "compare_metric", "claims"):  # claims: vitbench.aggregate.claims
+            raise UserError("unknown key; allowed: tables, plots, compare_metric, claims", file=file,
+                            key=f"report.{key}")
     return report
 
 

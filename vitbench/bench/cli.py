@@ -76,6 +76,8 @@ def model_setup(name: str, device: str, *, img_size: int | None, batch: int | No
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.runs:
+        return _run_costs(args)
     import torch
 
     threads = torch.get_num_threads()
@@ -83,6 +85,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench(args)
     finally:
         torch.set_num_threads(threads)  # --threads is for this benchmark only
+
+
+def _run_costs(args: argparse.Namespace) -> int:
+    """Core-seconds per run from records (``--runs LABEL=DIR``), printed and written as a JSON record."""
+    import socket
+    import time
+
+    from vitbench.bench.runcost import summarise, table
+    from vitbench.record.rundir import atomic_write_json
+
+    summaries = []
+    for item in args.runs:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not (Path(path) / "runs").is_dir():
+            raise UserError(f"expects LABEL=RESULTS with a runs/ folder in RESULTS, got {item!r}", key="--runs")
+        summaries.append(summarise(label, Path(path)))
+    print(table(summaries))
+    out = Path(args.out) / f"runcost-{socket.gethostname()}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    atomic_write_json(out, {"kind": "runcost", "argv": getattr(args, "argv", None), "summaries": summaries})
+    print(f"\nwritten: {out}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -231,6 +254,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="runs of the synthetic planning benchmark (multiple of 10; 0 skips it)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"record directory (default {DEFAULT_OUT})")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--runs", action="append", metavar="LABEL=RESULTS",
+                   help="instead of timing steps: core-seconds per run from the records in RESULTS, split into "
+                        "start-up / setup / pretraining / evaluation (repeatable, e.g. before=DIR after=DIR)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

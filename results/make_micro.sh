@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates results/micro/: runs the four paper experiments at the micro scale on the local SLURM
-# cluster, then builds their tables and plots. Start the cluster with one slot per core first
+# cluster, then builds their tables, plots, claims (computed verdicts) and the core-seconds record. Start the cluster with one slot per core first
 # (`VITBENCH_SLURM_CPUS=auto bash slurm/start-cluster.sh`: two runs at a time on a 2-core machine,
-# what the 20-minute target is measured with), or use CLUSTER=local. The run store with checkpoints and logs stays in results/store/ (not
+# how the core-minute budget is measured), or use CLUSTER=local. The run store with checkpoints and logs stays in results/store/ (not
 # committed); each run's config.yaml and result.json are copied to results/micro/runs/ (committed),
 # which is all `vitbench table/plot/compare --results results/micro` need.
 set -euo pipefail
@@ -21,7 +21,7 @@ fi
 
 # Copy the records of exactly the runs these four plans name (the store may hold others), replacing
 # what was committed before; a planned run without a result is left out and shows as missing.
-rm -rf "$OUT/runs"; mkdir -p "$OUT/runs" "$OUT/tables" "$OUT/plots"
+rm -rf "$OUT/runs" "$OUT/claims"; mkdir -p "$OUT/runs" "$OUT/tables" "$OUT/plots" "$OUT/claims"
 ids=$(python3 -c 'import sys
 from vitbench.plan.planner import make_plan
 print("\n".join(sorted({r.run_id for e in sys.argv[1:] for r in make_plan(e, scale="micro", check_data=False).runs})))' $EXPERIMENTS)
@@ -35,7 +35,10 @@ for exp in $EXPERIMENTS; do
   vitbench table "$exp" --scale micro --results "$OUT" --format md --out "$OUT/tables/$name.md"
   vitbench table "$exp" --scale micro --results "$OUT" --format csv --out "$OUT/tables/$name.csv"
   vitbench plot "$exp" --scale micro --results "$OUT" --out "$OUT/plots"
+  vitbench claims "$exp" --scale micro --results "$OUT" --out "$OUT/claims/$name.md"
 done
+# Where the compute went: core-seconds per run by phase, from the records (results/bench/runcost-*.json).
+vitbench bench --runs "micro=$OUT"
 
 # Reference: the same transfer evaluations of an unpretrained (initialised) ViT-micro and BiT-micro,
 # three seeds each, to tell what pretraining added (records in $OUT/reference/runs).

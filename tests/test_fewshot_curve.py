@@ -149,8 +149,8 @@ def _write_curve_records(results: Path, plan, skip=lambda r: False, diverge=lamb
             continue
         status = "diverged" if diverge(r) else "done"
         base = 0.3 + (0.2 if r.config["model"]["pool"] == "cls" else 0.0) + 0.01 * r.config["seed"]
-        curve = {"digits": [{"step": s, "epoch": s * 128 / 20000, "1": base / 2 + s / 4000, "5": base + s / 2000}
-                            for s in range(0, 401, 50)]}
+        curve = {"digits": [{"step": s, "epoch": s * 128 / 20000, "1": base / 2 + s / 16000, "5": base + s / 8000}
+                            for s in range(0, 1601, 100)]}
         rd = RunDir(run_dir(results, r.run_id))
         rd.create(r.config)
         rd.write_result({"status": status, "config": r.config,
@@ -167,7 +167,7 @@ def test_curve_plot_draws_from_records(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.chdir(REPO)
     plan = make_plan(EXP, scale="micro", check_data=False)
-    assert all(r.config["eval"]["fewshot"]["every"] == 50 for r in plan.runs)
+    assert all(r.config["eval"]["fewshot"]["every"] == 100 for r in plan.runs)
     _write_curve_records(tmp_path, plan, skip=lambda r: r.config["seed"] == 2 and r.config["pretrain"]["lr"] == 1e-2,
                          diverge=lambda r: r.config["model"]["pool"] == "gap" and r.config["pretrain"]["lr"] == 1e-2)
     frame = load_frame(plan, tmp_path)
@@ -176,8 +176,8 @@ def test_curve_plot_draws_from_records(tmp_path: Path, monkeypatch: pytest.Monke
     frame["_hue"] = _hue_column(frame, plan, spec["hue"])
     assert set(frame["_hue"]) == {f"{p}, lr {lr:g}" for p in ("cls", "gap") for lr in (1e-3, 3e-3, 1e-2)}
     points = _curve_points(frame, "digits", "5", "epoch")
-    # 18 planned: 2 missing (seed 2 at lr 1e-2), 2 more diverged (gap at 1e-2, seeds 0-1): 14 curves x 9 probes
-    assert points["_run"].nunique() == 14 and len(points) == 14 * 9
+    # 18 planned: 2 missing (seed 2 at lr 1e-2), 2 more diverged (gap at 1e-2, seeds 0-1): 14 curves x 17 probes
+    assert points["_run"].nunique() == 14 and len(points) == 14 * 17
 
     out = tmp_path / "plots"
     assert main(["plot", EXP, "--scale", "micro", "--results", str(tmp_path), "--out", str(out)]) == 0

@@ -28,11 +28,15 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.format not in ("md", "csv", "latex"):
         raise UserError(f"unknown format {args.format!r}; allowed: md, csv, latex", key="--format")
     plan = _plan(args)
-    text = render(build_tables(plan, load_frame(plan, _results(args))), args.format)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+    return _emit(render(build_tables(plan, load_frame(plan, _results(args))), args.format), args.out)
+
+
+def _emit(text: str, out: str | None) -> int:
+    """Write ``text`` to ``out`` (saying so) or to stdout."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"wrote {out}")
     else:
         sys.stdout.write(text)
     return 0
@@ -75,14 +79,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from vitbench.aggregate.claims import claims_text
 
     plan = _plan(args)
-    text = claims_text(plan, _results(args))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _emit(claims_text(plan, _results(args)), args.out)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

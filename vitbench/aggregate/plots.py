@@ -179,12 +179,17 @@ def draw(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any], out_dir: Path) -
     if hue and len(ok):
         ax.legend(title=_hue_title(hue), fontsize="small")
     note = f"{planned - missing - diverged}/{planned} runs finished"
+    return _finish(fig, plan, spec, out_dir, note, missing, diverged, "error bars: ±1 std over seeds")
+
+
+def _finish(fig: Any, plan: Plan, spec: dict[str, Any], out_dir: Path, note: str, missing: int, diverged: int,
+            spread: str) -> list[Path]:
+    """The caption that counts what is not drawn, then save: an empty point is never silent."""
     if missing:
         note += f", {missing} missing"
     if diverged:
         note += f", {diverged} diverged (not drawn)"
-    fig.text(0.01, 0.01, f"{plan.experiment.name} @ {plan.scale}: {note}; error bars: ±1 std over seeds",
-             fontsize=7, color="0.35")
+    fig.text(0.01, 0.01, f"{plan.experiment.name} @ {plan.scale}: {note}; {spread}", fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, plan, spec, out_dir)
 
@@ -247,14 +252,7 @@ def _draw_curve(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any], out_dir: 
     note = f"{done}/{planned} runs finished"
     if no_curve:
         note += f", {no_curve} without probes (not drawn)"
-    if missing:
-        note += f", {missing} missing"
-    if diverged:
-        note += f", {diverged} diverged (not drawn)"
-    fig.text(0.01, 0.01, f"{plan.experiment.name} @ {plan.scale}: {note}; band: ±1 std over seeds",
-             fontsize=7, color="0.35")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return _save(fig, plan, spec, out_dir)
+    return _finish(fig, plan, spec, out_dir, note, missing, diverged, "band: ±1 std over seeds")
 
 
 def _save(fig: Any, plan: Plan, spec: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -160,3 +160,16 @@ def test_dry_run_json_of_a_grid_with_recipes(tmp_path: Path, capsys: pytest.Capt
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 8 and {r["state"] for r in rows} == {"new"}
     assert {tuple(r["recipes"]) for r in rows} == {(), ("small-set",), ("resnets",), ("small-set", "resnets")}
+
+
+@pytest.mark.parametrize("report,key", [
+    ("tables: [{title: t, metric: m, rows: model.name, colz: pretrain.lr}]", "report.tables[0].colz"),
+    ("plots: [{kind: pie, x: pretrain.lr, metric: m}]", "report.plots[0].kind"),
+])
+def test_report_is_checked_before_anything_runs(tmp_path: Path, report: str, key: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    f = _experiment(tmp_path, "grid: {pretrain.size: [256]}\nreport:\n  " + report + "\n")
+    assert main(["run", str(f), "--scale", "smoke", "--cluster", "debug", "--results", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and key in err
+    assert not (tmp_path / "res").exists()  # nothing submitted, nothing written

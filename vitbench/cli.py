@@ -64,6 +64,20 @@ def _plan_table(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState
     return tabulate(rows, headers=["run", *plan.varying, "state", "detail"], tablefmt="simple")
 
 
+def check_report(plan) -> None:  # noqa: ANN001 - Plan
+    """report: tables, plots and claims are checked with the rest of the file, before anything runs."""
+    from vitbench.aggregate.claims import check_claims
+    from vitbench.aggregate.plots import plot_specs
+    from vitbench.aggregate.tables import placeholders, report_section, report_specs
+
+    report = report_section(plan)
+    if report.get("tables"):
+        report_specs(plan)
+    if report.get("plots"):
+        plot_specs(plan, placeholders(plan))
+    check_claims(plan)
+
+
 def plan_json(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState]
     """One object per run: id, the fully resolved config, its state, recipes applied, planned steps."""
     import json
@@ -86,8 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.cluster not in CLUSTERS:
         raise UserError(f"unknown cluster {args.cluster!r}; allowed: {', '.join(CLUSTERS)}", key="--cluster")
     plan = _plan(args)
-    from vitbench.aggregate.claims import check_claims
-    check_claims(plan)  # report.claims: a bad claim is a one-line error before anything is submitted
+    check_report(plan)
     profile = load_profile(args.profile)
     results = _results_dir(args)
     if args.json and not args.dry_run:

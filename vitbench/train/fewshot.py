@@ -58,6 +58,18 @@ def sample_shots(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+def shot_seed(run_seed: int, draw: int) -> int:
+    """Seed of the ``draw``-th draw of few-shot training examples of a run (final eval and probes alike)."""
+    return run_seed * 1000 + draw
+
+
+def fit_and_score(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
+                  *evals: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
+    """Fit the ridge probe on (x, y); accuracy on each (features, labels) pair given."""
+    w, mean, std = ridge_fit(x, y, num_classes, l2)
+    return [(ridge_predict(w, mean, std, fe) == le).double().mean().item() for fe, le in evals]
+
+
 def fewshot_eval(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                  test_labels: torch.Tensor, *, num_classes: int, shots: Iterable[int], seeds: int,
                  l2: float, seed: int = 0, dev: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -72,11 +84,12 @@ def fewshot_eval(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     for k in shots:
         accs, dev_accs = [], []
         for s in range(seeds):
-            idx = sample_shots(train_labels, k, seed=seed * 1000 + s).to(train_feats.device)
-            w, mean, std = ridge_fit(train_feats[idx], train_labels[idx], num_classes, l2)
-            accs.append((ridge_predict(w, mean, std, test_feats) == test_labels).double().mean().item())
+            idx = sample_shots(train_labels, k, seed=shot_seed(seed, s)).to(train_feats.device)
+            scores = fit_and_score(train_feats[idx], train_labels[idx], num_classes, l2,
+                                   (test_feats, test_labels), *([dev] if dev is not None else []))
+            accs.append(scores[0])
             if dev is not None:
-                dev_accs.append((ridge_predict(w, mean, std, dev[0]) == dev[1]).double().mean().item())
+                dev_accs.append(scores[1])
         t = torch.tensor(accs, dtype=torch.float64)
         out[str(k)] = {"mean": t.mean().item(), "std": t.std(unbiased=False).item(), "per_seed": accs}
         if dev is not None:

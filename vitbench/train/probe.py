@@ -6,7 +6,7 @@ at the last step, and at step 0 of a run that starts from scratch, on a FIXED pr
 * the first few-shot dataset, at the few-shot resolution (``_at_resolution``, as the final
   evaluation), features from the same :func:`~vitbench.train.loop.extract`;
 * the configured shot counts and seeds, with the very draws the final evaluation makes
-  (``sample_shots(train labels, k, seed·1000 + s)``): only those training images are extracted;
+  (``sample_shots(train labels, k, shot_seed(seed, s))``): only those training images are extracted;
 * ``eval.fewshot.probe_size`` test images (default 1000; null = the whole test split): the first
   ones of a fixed permutation salted by the dataset name, independent of the run seed, so every run
   and every probe scores the same images (1000 images: ±1.6% standard error at 50% accuracy, and
@@ -38,7 +38,7 @@ from torch import nn
 
 from vitbench.record.faults import fault_point
 from vitbench.spec.budget import epochs_of
-from vitbench.train.fewshot import ridge_fit, ridge_predict, sample_shots
+from vitbench.train.fewshot import fit_and_score, sample_shots, shot_seed
 from vitbench.train.loop import extract
 
 EVENT = "fewshot"
@@ -100,7 +100,7 @@ class FewshotProbe:
             run, fs = self.run, self.fs
             tr = run._dataset(self.dataset, "train", self.img)
             te = run._dataset(self.dataset, "test", self.img)
-            draws = {(k, s): sample_shots(tr.labels, k, seed=run.cfg["seed"] * 1000 + s)
+            draws = {(k, s): sample_shots(tr.labels, k, seed=shot_seed(run.cfg["seed"], s))
                      for k in fs["shots"] for s in range(fs["seeds"])}
             union = torch.unique(torch.cat(list(draws.values())))  # sorted
             pos = {key: torch.searchsorted(union, idx) for key, idx in draws.items()}
@@ -130,8 +130,7 @@ class FewshotProbe:
                 accs = []
                 for s in range(fs["seeds"]):
                     p = pos[(k, s)].to(xf.device)
-                    w, mean, std = ridge_fit(xf[p], yf[p], num_classes, fs["l2"])
-                    accs.append((ridge_predict(w, mean, std, xt) == yt).double().mean().item())
+                    accs.extend(fit_and_score(xf[p], yf[p], num_classes, fs["l2"], (xt, yt)))
                 shots[str(k)] = sum(accs) / len(accs)
         finally:
             model.train(was_training)

@@ -1,11 +1,21 @@
 """Decoding image files into uint8 CHW tensors: resize (evaluation, in-memory sets) and
-Inception crops (training from full-resolution files), all with explicit randomness."""
+Inception crops (training from full-resolution files), all with explicit randomness.
+
+A data root's files are not trusted to be images: a file with more than ``PIL.Image.MAX_IMAGE_PIXELS``
+pixels is a decompression bomb (refused where PIL would only warn), and :func:`bad_image_kind` sorts
+what one bad file raises (bomb, broken symlink, corrupt) from what is a bug. :func:`decode_all`
+skips bad files, up to ``MAX_BAD_FRACTION`` of a split and at most ``MAX_BAD_FILES``; above that the
+root is damaged and it is a one-line DataRootError before training starts.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import random
+import struct
+import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,10 +25,45 @@ import torch
 from vitbench.data.ops import RRC_RATIO, RRC_SCALE
 
 
-def _open_rgb(path: str, draft_size: tuple[int, int] | None = None) -> Any:
+# Real Pets/Flowers/ImageNet downloads hold no file PIL cannot decode, so a skip is damage: a few are
+# tolerated (a run is not lost to one bad file), more than 1% of a split (below every dev split, 1-10%)
+# or 100 files means the root is not the dataset the paper's numbers were measured on.
+MAX_BAD_FRACTION, MAX_BAD_FILES = 0.01, 100
+
+
+def _open(path: str) -> Any:
     from PIL import Image
 
     im = Image.open(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and im.size[0] * im.size[1] > limit:  # PIL only warns up to 2x the limit
+        im.close()
+        raise Image.DecompressionBombError(f"{im.size[0]}x{im.size[1]} pixels exceed the {limit} allowed")
+    return im
+
+
+def bad_image_kind(exc: BaseException, path: str) -> str | None:
+    """What a bad image file is, from what decoding it raised; None when ``exc`` is not about the file."""
+    from PIL import Image
+
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return "decompression bomb"
+    if isinstance(exc, OSError) and os.path.islink(path) and not os.path.exists(path):
+        return "broken symlink"  # dangling, or a loop (ELOOP)
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    # truncated, not an image (UnidentifiedImageError), unreadable: OSError; bad data deeper in a decoder
+    if isinstance(exc, (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)):
+        return "corrupt"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
+
+
+def _open_rgb(path: str, draft_size: tuple[int, int] | None = None) -> Any:
+    im = _open(path)
     if draft_size is not None:
         # JPEG DCT-domain downscaling to >= the size we need: several times faster decoding
         im.draft("RGB", draft_size)
@@ -63,7 +108,7 @@ def load_random_resized(path: str, img_size: int, sample_seed: int) -> torch.Ten
     """Inception crop of an image file at img_size, a pure function of (file, sample_seed)."""
     from PIL import Image
 
-    im = Image.open(path)
+    im = _open(path)
     width, height = im.size
     left, top, w, h = rrc_box(width, height, random.Random(sample_seed))
     # decode at the smallest JPEG scale that still leaves the crop >= img_size
@@ -74,20 +119,41 @@ def load_random_resized(path: str, img_size: int, sample_seed: int) -> torch.Ten
     return _to_chw(im.resize((img_size, img_size), Image.BILINEAR, box=box))
 
 
-def decode_all(paths: list[str], img_size: int, *, name: str) -> torch.Tensor:
-    """Decode and resize a list of files in threads (PIL releases the GIL) into (N, 3, S, S) uint8."""
+def decode_all(paths: list[str], img_size: int, *, name: str) -> tuple[torch.Tensor, list[int]]:
+    """Decode and resize files in threads (PIL releases the GIL): (uint8 (N, 3, S, S), indices skipped).
+
+    ``name`` ("pets train") starts the messages. A bad file (see :func:`bad_image_kind`) is skipped,
+    its image left black, and one summary line goes to stderr; more than MAX_BAD_FRACTION of the
+    files (or MAX_BAD_FILES) bad, or any file missing, is a DataRootError.
+    """
     from vitbench.data.registry import DataRootError
 
     out = torch.empty((len(paths), 3, img_size, img_size), dtype=torch.uint8)
 
-    def one(i: int) -> None:
+    def one(i: int) -> tuple[str, str] | None:
         try:
             out[i] = load_resized(paths[i], img_size)
-        except FileNotFoundError:
-            raise DataRootError(f"{name}: image file '{paths[i]}' is missing") from None
-        except OSError as exc:  # PIL.UnidentifiedImageError is an OSError
-            raise DataRootError(f"{name}: cannot decode '{paths[i]}': {' '.join(str(exc).split())}") from None
+            return None
+        except Exception as exc:
+            kind = bad_image_kind(exc, paths[i])
+            if kind is None:
+                raise
+            if kind == "missing":  # not damage but an incomplete root
+                raise DataRootError(f"{name}: image file '{paths[i]}' is missing") from None
+            out[i] = 0
+            return kind, _one_line(exc)
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        list(pool.map(one, range(len(paths))))
-    return out
+        bad = [(i, *r) for i, r in enumerate(pool.map(one, range(len(paths)))) if r is not None]
+    if bad:
+        kinds = Counter(kind for _, kind, _ in bad)
+        what = ", ".join(f"{c} {k}" for k, c in sorted(kinds.items()))
+        first = f"first: '{paths[bad[0][0]]}' ({bad[0][2]})"
+        allowed = min(MAX_BAD_FILES, int(len(paths) * MAX_BAD_FRACTION))
+        if len(bad) > allowed:
+            raise DataRootError(f"{name}: {len(bad):,} of {len(paths):,} image files cannot be decoded ({what}), "
+                                f"more than the {allowed} a split may skip ({MAX_BAD_FRACTION:.0%}, at most "
+                                f"{MAX_BAD_FILES}); {first}")
+        print(f"{name}: skipped {len(bad):,} of {len(paths):,} image files ({what}); {first}",
+              file=sys.stderr, flush=True)
+    return out, [i for i, _, _ in bad]

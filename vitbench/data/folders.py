@@ -8,6 +8,11 @@ a full read of every file per load.
 These sets fit in memory: they are decoded once, resized to img_size and cached per
 (dataset, root, part, img_size) for the process, so the several splits and fine-tuning
 learning rates of one run decode them once. ImageNet/21k stream instead (``imagefolder``).
+
+A data root is not trusted: CIFAR pickles go through ``safe_pickle`` (a batch that names any other
+global is refused, never run), and image files that do not decode are skipped by ``decode_all``
+within its threshold; a skipped file leaves every split, the others keep theirs (a nested subset
+of N then holds N minus the skipped files among its N).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vitbench.data import splits
+from vitbench.data import safe_pickle, splits
 from vitbench.data.decode import decode_all
 from vitbench.data.ops import resize_uint8
 from vitbench.data.registry import DatasetBuilder, DatasetInfo, DatasetSpec, register_dataset
@@ -72,6 +77,8 @@ class InMemoryPoolDataset(DatasetBuilder):
         n = len(labels)
         idx = splits.pool_split(self.info.name, split, train_pool=n, test_pool=n,
                                 dev_fraction=self.info.dev_fraction, size=size)
+        if bool((labels < 0).any()):  # files decode_all skipped: out of every split, the others' splits unchanged
+            idx = idx[labels[idx] >= 0]
         return DatasetSpec(name=self.info.name, split=split, num_classes=self.info.num_classes, img_size=img_size,
                            in_memory=True, images=images[idx], labels=labels[idx], indices=idx, classes=classes)
 
@@ -81,10 +88,18 @@ class InMemoryPoolDataset(DatasetBuilder):
         return DataRootError(f"{self.info.name}: '{path}' is malformed ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())[:200]}) (expected {self.info.layout})")
 
+    def refused(self, path: Path, exc: safe_pickle.ForbiddenGlobal) -> Exception:
+        from vitbench.data.registry import DataRootError
 
-def _read_pickle(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        return DataRootError(f"{self.info.name}: '{path}' is refused: {exc}")
+
+    def decode(self, paths: list[str], labels: torch.Tensor, part: str, img_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """decode_all, with the label of each file it skipped set to -1 (``build`` leaves those out)."""
+        images, bad = decode_all(paths, img_size, name=f"{self.info.name} {part}")
+        labels = labels.clone()
+        labels[bad] = -1
+        return images, labels
 
 
 class _Cifar(InMemoryPoolDataset):
@@ -103,11 +118,13 @@ class _Cifar(InMemoryPoolDataset):
         for f in self.train_files if part == "train" else self.test_files:
             path = root / self.folder / f
             try:
-                d = _read_pickle(path)
+                d = safe_pickle.load(path)
                 x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
                 y = np.asarray(d[self.label_key], dtype=np.int64)
                 if len(x) != len(y):
                     raise ValueError(f"{len(x)} images but {len(y)} labels")
+            except safe_pickle.ForbiddenGlobal as exc:
+                raise self.refused(path, exc) from None
             except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
                 raise self.malformed(path, exc) from None
             xs.append(torch.from_numpy(x))
@@ -119,7 +136,9 @@ class _Cifar(InMemoryPoolDataset):
         meta = root / self.folder / self.meta_file
         if meta.is_file():
             try:
-                classes = list(_read_pickle(meta)[self.names_key])
+                classes = list(safe_pickle.load(meta)[self.names_key])
+            except safe_pickle.ForbiddenGlobal as exc:  # not a bad file but an attack: stop
+                raise self.refused(meta, exc) from None
             except Exception:  # names are cosmetic; a bad meta file must not block training
                 pass
         return resize_uint8(torch.cat(xs), img_size), labels, classes
@@ -179,7 +198,7 @@ class Pets(InMemoryPoolDataset):
         y = torch.tensor(labels, dtype=torch.int64)
         if int(y.min()) < 0 or int(y.max()) >= self.info.num_classes:
             raise self.malformed(ann, ValueError(f"class ids outside 1..{self.info.num_classes}"))
-        return decode_all(paths, img_size, name=self.info.name), y, classes
+        return (*self.decode(paths, y, part, img_size), classes)
 
 
 @register_dataset("flowers102")
@@ -212,4 +231,4 @@ class Flowers102(InMemoryPoolDataset):
             raise self.malformed(base / "setid.mat", exc) from None
         paths = [str(base / "jpg" / f"image_{i:05d}.jpg") for i in ids]
         y = torch.from_numpy(all_labels[ids - 1])
-        return decode_all(paths, img_size, name=self.info.name), y, [str(k) for k in range(102)]
+        return (*self.decode(paths, y, part, img_size), [str(k) for k in range(102)])

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from vitbench.errors import UserError
+from vitbench.record.metrics import check_metric
 from vitbench.plan.planner import Plan
 from vitbench.record.rundir import RESULT, read_json, run_dir
 from vitbench.spec.experiment import SCALES
@@ -288,6 +289,8 @@ def check_claims(plan: Plan) -> list[Claim]:
             metric = spec["metric"].format(**fill)
         except (KeyError, IndexError, ValueError):
             raise err(f"unknown placeholder; allowed: {', '.join('{' + p + '}' for p in fill)}", "metric") from None
+        check_metric([r.config for r in plan.runs], metric, file=str(plan.experiment.path),
+                     key=f"report.claims[{i}].metric", columns=False)
         if "delta" in spec and (isinstance(spec["delta"], bool) or not isinstance(spec["delta"], (int, float))
                                 or not spec["delta"] > 0):
             raise err("must be a positive number (the equivalence margin ±delta)", "delta")
@@ -348,7 +351,8 @@ def _resolve(claim: Claim, keys: list[str], groups: list[Group], err: Any) -> No
         picked = _select(groups, spec[sel])
         if not picked:
             allowed = "; ".join(f"{k}: {_values_text(groups, k)}" for k in spec[sel])
-            raise err(f"selects no grid point at this scale; values here: {allowed}", sel)
+            asked = ", ".join(f"{k}: {v}" for k, v in spec[sel].items())
+            raise err(f"{{{asked}}} selects no grid point at this scale; values here: {allowed}", sel)
         setattr(claim, sel, picked)
     if kind in ("greater", "less_than_each"):
         if len(claim.subject) != 1:

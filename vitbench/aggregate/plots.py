@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from vitbench.errors import UserError
+from vitbench.record.metrics import check_metric
 from vitbench.plan.planner import Plan
 
 PLOT_KEYS = ("kind", "x", "hue", "metric", "logx", "logy", "title", "xlabel", "ylabel", "file")
@@ -42,7 +43,8 @@ PRETTY = {
 
 def plot_specs(plan: Plan, fill: dict[str, str]) -> list[dict[str, Any]]:
     file = str(plan.experiment.path)
-    from vitbench.aggregate.tables import check_spec, report_section
+    from vitbench.aggregate.tables import check_spec, fill_metric, report_section
+    from vitbench.spec.schema import get_path
 
     specs = report_section(plan).get("plots") or []
     if not isinstance(specs, list) or not specs:
@@ -57,7 +59,14 @@ def plot_specs(plan: Plan, fill: dict[str, str]) -> list[dict[str, Any]]:
             if key not in spec:
                 raise UserError(f"needs {key}", file=file, key=where)
         _check_hue(plan, spec.get("hue"), file=file, where=f"{where}.hue")
-        metric = str(spec["metric"]).format(**fill)
+        metric = fill_metric(spec["metric"], fill, file=file, key=f"{where}.metric")
+        configs = [r.config for r in plan.runs]
+        check_metric(configs, metric, file=file, key=f"{where}.metric")
+        if kind != "curve":  # x: a run-config key or a per-run number (exaflops, params, a metric)
+            try:
+                get_path(plan.runs[0].config, str(spec["x"]))
+            except (KeyError, TypeError):
+                check_metric(configs, str(spec["x"]), file=file, key=f"{where}.x")
         if kind == "curve":
             if spec["x"] not in CURVE_X:
                 raise UserError(f"x must be one of {', '.join(CURVE_X)} for a curve, got {spec['x']!r}", file=file,

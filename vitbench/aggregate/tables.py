@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from vitbench.errors import UserError
+from vitbench.record.metrics import check_metric
 from vitbench.plan.planner import Plan
 from vitbench.spec.schema import get_path
 
@@ -129,9 +130,20 @@ def report_specs(plan: Plan) -> list[dict[str, Any]]:
                 except (KeyError, TypeError):
                     raise UserError(f"{spec[key]!r} is not a run-config key", file=file,
                                     key=f"{where}.{key}") from None
-        for m in metrics:
-            out.append({**spec, "kind": kind, "metric": str(m).format(**fill)})
+        for j, m in enumerate(metrics):
+            metric = fill_metric(m, fill, file=file, key=f"{where}.metric" + (f"s[{j}]" if "metrics" in spec else ""))
+            check_metric([r.config for r in plan.runs], metric, file=file, key=f"{where}.metric")
+            out.append({**spec, "kind": kind, "metric": metric})
     return out
+
+
+def fill_metric(metric: Any, fill: dict[str, str], *, file: str, key: str) -> str:
+    """A report metric with its {placeholders} filled; an unknown one is a one-line error."""
+    try:
+        return str(metric).format(**fill)
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"unknown placeholder in {metric!r}; allowed: {', '.join('{' + p + '}' for p in fill)}",
+                        file=file, key=key) from None
 
 
 def _values(plan: Plan, key: str) -> list[Any]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from vitbench.record.faults import fault_point
+from vitbench.record.metrics import summary_metrics
 from vitbench.spec.budget import describe, epochs_of, steps_for
 from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
@@ -373,24 +374,4 @@ def summarise_finetune(dataset: str, per_lr: dict[str, Any]) -> dict[str, Any]:
         best = max(sorted(ok, key=float), key=lambda lr: ok[lr]["dev_top1"])
         out.update(best_lr=float(best), dev_top1=ok[best]["dev_top1"], test_top1=ok[best]["test_top1"],
                    converged=(ok[best].get("convergence") or {}).get("converged"))
-    return out
-
-
-def summary_metrics(record: dict[str, Any]) -> dict[str, float | None]:
-    """Flat name → value view of a record, what tables and comparisons read."""
-    out: dict[str, float | None] = {}
-    if "top1" in record.get("pretrain", {}):
-        out["pretrain/top1"] = record["pretrain"]["top1"]
-    for ds, shots in (record.get("fewshot") or {}).items():
-        for k, v in shots.items():
-            out[f"fewshot/{ds}/{k}shot"] = v["mean"]
-            if "dev_mean" in v:
-                out[f"fewshot/{ds}/{k}shot/dev"] = v["dev_mean"]
-    ft = record.get("finetune")
-    if ft:
-        out[f"finetune/{ft['dataset']}/top1"] = ft["test_top1"]
-        out[f"finetune/{ft['dataset']}/top1/dev"] = ft["dev_top1"]
-    for k, v in list(out.items()):
-        if isinstance(v, float) and not math.isfinite(v):
-            out[k] = None
     return out

@@ -21,6 +21,7 @@
 #                         `slurmd -C` detects (default: max(8, detected) so
 #                         several 1-CPU test jobs run at once on 2 cores)
 #   VITBENCH_SLURM_MEM_MB RealMemory of the node (default 90% of detected)
+#   VITBENCH_SLURM_MAX_ARRAY MaxArraySize (default 10001; the array-split test uses 4)
 #   VITBENCH_SLURMCTLD_PORT / _SLURMD_PORT / _SLURMDBD_PORT / VITBENCH_SLURM_DB_PORT
 #                         (defaults 16817 / 16818 / 16819 / 16820)
 #   VITBENCH_SLURM_TIMEOUT seconds to wait for each daemon (default 90)
@@ -154,7 +155,7 @@ DB_PASS=$(cat "$DIR/etc/db.pass")
 
 render() { # render TEMPLATE > stdout
   sed -e "s|@DIR@|$DIR|g" -e "s|@NODE@|$NODE|g" -e "s|@CPUS@|$CPUS|g" \
-    -e "s|@MEM_MB@|$MEM_MB|g" -e "s|@SLURMCTLD_PORT@|$SLURMCTLD_PORT|g" \
+    -e "s|@MEM_MB@|$MEM_MB|g" -e "s|@MAX_ARRAY@|${VITBENCH_SLURM_MAX_ARRAY:-10001}|g" -e "s|@SLURMCTLD_PORT@|$SLURMCTLD_PORT|g" \
     -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" -e "s|@DBD_PORT@|$DBD_PORT|g" \
     -e "s|@DB_PORT@|$DB_PORT|g" -e "s|@DB_PASS@|$DB_PASS|g" "$1"
 }

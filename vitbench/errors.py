@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class UserError(Exception):
     """Bad input from the user (experiment file, CLI flag, data root, profile).
@@ -20,5 +22,14 @@ class UserError(Exception):
             parts.append(key)
         prefix = ": ".join(parts)
         text = f"{prefix}: {message}" if prefix else message
-        # Never let a multi-line message through: the contract is one line.
-        super().__init__(" ".join(text.split("\n")))
+        # Never let a multi-line message through: the contract is one line; other control characters
+        # (a key read from a hostile file) are shown escaped, never sent to the terminal.
+        text = " ".join(text.split("\n"))
+        super().__init__(re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: repr(m.group())[1:-1], text))
+
+
+class ClusterBusy(UserError):
+    """The cluster refused jobs because its queue is full (MaxSubmitJobs, MaxJobCount): one line, but
+    exit code 1 — the input was right, the same command works later."""
+
+    exit_code = 1

@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +18,8 @@ from typing import Any
 
 from vitbench.errors import UserError
 from vitbench.launch.job import RunJob
-from vitbench.launch.profiles import Profile
+from vitbench.launch.profiles import CONTROL, Profile
+from vitbench.launch.slurm_limits import ClusterLimits, check_profile, explain_refusal, read_limits
 from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, log_paths
 from vitbench.plan.planner import Plan
 from vitbench.record.rundir import RunDir, atomic_write_json, now_iso, run_dir
@@ -49,37 +53,94 @@ def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: b
             wait_for_plan(plan, results, out=out)
         return Submission([], skipped, [], None)
 
-    import submitit
-
-    folder = results / "slurm" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
-                                     slurm_max_num_timeout=profile["max_requeues"])
-    params = profile.submitit_parameters(cluster)
-    params["name"] = f"vitbench-{plan.experiment.name}-{plan.scale}"
-    executor.update_parameters(**params)
+    limits = read_limits() if cluster == "slurm" else None
+    if limits is not None:
+        check_profile(profile, limits)
+    executor = make_executor(profile, cluster, results, job_name(plan.experiment.name, plan.scale))
     for r in todo:
         RunDir(run_dir(results, r.run_id)).create(r.config)
 
     if cluster == "debug":
         jobs = [executor.submit(RunJob(r.config, str(run_dir(results, r.run_id)))) for r in todo]
+        record_jobs(plan, results, todo, jobs, cluster=cluster, profile=profile)
+        arrays: list[str] = []
     else:
-        with executor.batch():  # one sbatch: a job array
-            jobs = [executor.submit(RunJob(r.config, str(run_dir(results, r.run_id)))) for r in todo]
+        chunk = array_chunk(limits, len(todo))
+        jobs, arrays = [], []
+        for start in range(0, len(todo), chunk):  # MaxArraySize bounds one array's indices: split
+            part = todo[start:start + chunk]
+            part_jobs = _submit_array(executor, part, results, profile, submitted=len(jobs),
+                                      remaining=len(todo) - len(jobs))
+            record_jobs(plan, results, part, part_jobs, cluster=cluster, profile=profile)
+            jobs += part_jobs
+            arrays.append(str(part_jobs[0].job_id).split("_")[0])
     job_ids = [str(j.job_id) for j in jobs]
-    array_id = job_ids[0].split("_")[0] if job_ids else None
-    for r, job in zip(todo, jobs):
-        stdout, stderr = log_paths(results / "slurm" / "%j", str(job.job_id))
-        atomic_write_json(run_dir(results, r.run_id) / JOB_FILE, {
-            "job_id": str(job.job_id), "cluster": cluster, "submitted_at": now_iso(),
-            "experiment": str(plan.experiment.path), "scale": plan.scale, "profile": profile.name,
-            "stdout": stdout, "stderr": stderr})
-    print(f"submitted {len(todo)} runs as {'array ' + array_id if cluster == 'slurm' else cluster + ' jobs'} "
-          f"({len(skipped)} already done, queued or running)", file=out)
+    array_id = arrays[0] if arrays else None
+    if cluster == "slurm":
+        how = (f"array {array_id}" if len(arrays) == 1 else
+               f"{len(arrays)} arrays {', '.join(arrays)} (MaxArraySize {limits.max_array_size if limits else '?'})")
+    else:
+        how = f"{cluster} jobs"
+    print(f"submitted {len(todo)} runs as {how} ({len(skipped)} already done, queued or running)", file=out)
     if wait or cluster != "slurm":
         wait_for(jobs, out=out)
     if wait and any(st in ACTIVE for st in skipped.values()):
         wait_for_plan(plan, results, out=out)  # runs an earlier command queued are part of this plan too
     return Submission([r.run_id for r in todo], skipped, job_ids, array_id)
+
+
+def make_executor(profile: Profile, cluster: str, results: Path, name: str) -> Any:
+    """submitit's executor for a plan: the profile's parameters, logs under RESULTS/slurm/<job id>/."""
+    import submitit
+
+    folder = results / "slurm" / "%j"
+    if CONTROL.search(str(folder.absolute())):  # the path goes into the sbatch header (--output)
+        raise UserError("the results path holds a control character; it goes into the sbatch script",
+                        key="--results")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=profile["max_requeues"])
+    executor.update_parameters(**profile.submitit_parameters(cluster), name=name)
+    return executor
+
+
+def job_name(experiment: str, scale: str) -> str:
+    """The SLURM job name: from the experiment's file name, so only [A-Za-z0-9._-] (it goes in the header)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"vitbench-{experiment}-{scale}")[:120]
+
+
+def array_chunk(limits: ClusterLimits | None, n: int) -> int:
+    """Runs per job array: indices run 0..size-1 and must stay below the cluster's MaxArraySize; the
+    arrays are made equal in size (5 runs at MaxArraySize 4 go as 3 + 2, not 4 + a lone job)."""
+    if limits is None or not limits.max_array_size or n <= limits.max_array_size:
+        return max(1, n)
+    arrays = -(-n // limits.max_array_size)
+    return -(-n // arrays)
+
+
+def _submit_array(executor: Any, runs: list[Any], results: Path, profile: Profile, *, submitted: int,
+                  remaining: int) -> list[Any]:
+    """One sbatch for ``runs``; a refusal becomes one line naming the profile (submitit would print
+    sbatch's stderr itself and raise a multi-line FailedJobError)."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    noise = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(noise), executor.batch():
+            jobs = [executor.submit(RunJob(r.config, str(run_dir(results, r.run_id)))) for r in runs]
+    except (FailedJobError, FailedSubmissionError) as exc:
+        raise explain_refusal(str(exc) or noise.getvalue(), profile, submitted=submitted,
+                              remaining=remaining) from None
+    return jobs
+
+
+def record_jobs(plan: Plan, results: Path, runs: list[Any], jobs: list[Any], *, cluster: str,
+                profile: Profile) -> None:
+    """job.json per run, written as soon as its array is accepted (a later refused array leaves these)."""
+    for r, job in zip(runs, jobs):
+        stdout, stderr = log_paths(results / "slurm" / "%j", str(job.job_id))
+        atomic_write_json(run_dir(results, r.run_id) / JOB_FILE, {
+            "job_id": str(job.job_id), "cluster": cluster, "submitted_at": now_iso(),
+            "experiment": str(plan.experiment.path), "scale": plan.scale, "profile": profile.name,
+            "stdout": stdout, "stderr": stderr})
 
 
 def wait_for_plan(plan: Plan, results: Path, *, out: Any = sys.stdout, poll_s: float = 5.0) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,50 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "array_parallelism": ((int,), 16, "how many tasks of one array run at once"),
     "signal_delay_s": ((int,), 90, "SIGUSR2 this long before the time limit: checkpoint and requeue"),
     "max_requeues": ((int,), 3, "timeouts after which a run is not requeued again"),
-    "setup": ((list,), [], "shell lines run before the job (module load ..., source env)"),
-    "additional": ((dict,), {}, "extra sbatch options, passed verbatim (e.g. {exclude: node12})"),
+    "setup": ((list,), [], "shell lines run before the job (module load ..., source env): shell BY DESIGN"),
+    "additional": ((dict,), {}, "extra sbatch options: {long-option-name: value} (e.g. {exclude: node12})"),
     "use_srun": ((bool,), True, "launch tasks through srun (needed for several tasks per node)"),
     "description": ((str,), "", "what this profile is for"),
 }
+
+
+# Every profile value but `setup` lands in the sbatch script's "#SBATCH --key=value" header, where a
+# newline would end the header and start shell; so values hold no control character and keys are
+# sbatch long-option names. submitit shlex-quotes the value, so spaces and quotes are harmless.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SBATCH_OPTION = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
+# Options vitbench or submitit set themselves: overriding them would break logs, arrays or requeue.
+RESERVED_OPTIONS = {"array", "output", "error", "open-mode", "signal", "job-name", "wckey", "wrap", "parsable",
+                    "requeue", "no-requeue", "chdir", "export", "time", "nodes", "ntasks-per-node",
+                    "cpus-per-task", "mem", "gpus-per-node", "partition", "account", "qos", "constraint"}
+
+
+def _check_text(value: str, file: str, key: str) -> None:
+    bad = CONTROL.search(value)
+    if bad:
+        raise UserError(f"holds the control character {bad.group()!r}; sbatch header values must be one "
+                        "line of printable text", file=file, key=key)
+
+
+def _check_additional(options: dict[Any, Any], file: str) -> dict[str, Any]:
+    for k, val in options.items():
+        key = f"additional.{str(k)[:40]!r}" if not isinstance(k, str) else f"additional.{k[:40]}"
+        if not isinstance(k, str) or not SBATCH_OPTION.fullmatch(k):
+            raise UserError("keys must be sbatch long-option names (lower case, e.g. exclude, mail-type)",
+                            file=file, key=key)
+        if k.replace("_", "-") in RESERVED_OPTIONS:
+            raise UserError("is set by vitbench from the profile's own keys or by submitit; use those keys",
+                            file=file, key=key)
+        if isinstance(val, bool):
+            if not val:
+                raise UserError("a flag is given as true; leave it out to not set it", file=file, key=key)
+        elif isinstance(val, (int, float)):
+            pass
+        elif isinstance(val, str):
+            _check_text(val, file, key)
+        else:
+            raise UserError(f"must be a string, number or true, got {type(val).__name__}", file=file, key=key)
+    return options
 
 
 @dataclass
@@ -106,6 +146,15 @@ def load_profile(name: str) -> Profile:
             raise UserError(f"must be >= 0, got {value}", file=file, key=str(key))
         if key == "setup" and not all(isinstance(line, str) for line in value):
             raise UserError("must be a list of shell lines (strings)", file=file, key=key)
+        if key == "setup":
+            for i, line in enumerate(value):  # shell by design; one list item is one line of it
+                if "\x00" in line or "\n" in line or "\r" in line:
+                    raise UserError("one shell line per item: no newline or NUL inside a line",
+                                    file=file, key=f"setup[{i}]")
+        elif isinstance(value, str) and key != "description":
+            _check_text(value, file, key)
+        elif key == "additional":
+            _check_additional(value, file)
         values[key] = value
     for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min", "array_parallelism"):
         if values[key] < 1:

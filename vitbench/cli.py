@@ -176,7 +176,7 @@ def _add_plan_args(p: argparse.ArgumentParser, status: bool = False) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key in every run")
     p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
     p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
-    p.add_argument("--max-runs", type=int, help="refuse grids larger than this (default $VITBENCH_MAX_RUNS or 5000)")
+    p.add_argument("--max-runs", type=int, help="refuse grids larger than this (default $VITBENCH_MAX_RUNS or 5000; never above 100,000)")
 
 
 def build_parser() -> argparse.ArgumentParser:

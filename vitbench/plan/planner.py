@@ -15,12 +15,14 @@ from typing import Any
 from vitbench.errors import UserError
 from vitbench.plan.ids import run_id
 from vitbench.spec.experiment import FAMILY_KEY, Experiment, load_experiment
-from vitbench.spec.grid import excluded, expand, parse_excludes
+from vitbench.spec.grid import MAX_POINTS, count, excluded, expand, parse_excludes
 from vitbench.spec.overrides import parse_override
 from vitbench.spec.runconfig import check_semantics
 from vitbench.spec.schema import deep_merge, default_config, flatten, get_path, set_path
 
 DEFAULT_MAX_RUNS = 5000
+# The ceiling --max-runs / $VITBENCH_MAX_RUNS cannot raise: a plan holds one resolved config per run.
+MAX_RUNS_LIMIT = MAX_POINTS
 
 
 @dataclass
@@ -113,14 +115,16 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
     exp = load_experiment(path)
     file = str(exp.path)
     scale, spec = exp.resolve_scale(scale)
-    points = expand(spec["grid"], file=file, where=spec["grid_where"])
-    excludes = parse_excludes(spec["exclude"], file=file, where=spec["exclude_where"])
     seeds = spec["seeds"]
     cap = max_runs if max_runs is not None else max_runs_default()
-    n = len(points) * len(seeds)
-    if n > cap:
-        raise UserError(f"grid expands to {n} runs, more than the cap of {cap} (raise it with --max-runs)",
-                        file=file, key=spec["grid_where"])
+    # Counted from the axis lengths BEFORE expanding: a 10^12-run grid is refused at once.
+    n = count(spec["grid"]) * len(seeds)
+    if n > min(cap, MAX_RUNS_LIMIT):
+        why = (f"the cap of {cap} (raise it with --max-runs)" if cap <= MAX_RUNS_LIMIT
+               else f"the limit of {MAX_RUNS_LIMIT} runs one plan may hold")
+        raise UserError(f"grid expands to {n} runs, more than {why}", file=file, key=spec["grid_where"])
+    points = expand(spec["grid"], file=file, where=spec["grid_where"])
+    excludes = parse_excludes(spec["exclude"], file=file, where=spec["exclude_where"])
     parsed = [parse_override(o, file="--set") for o in overrides or []]
     base = deep_merge(default_config(), spec["base"])
     recipes = parse_recipes(spec["recipes"], file)

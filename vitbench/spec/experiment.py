@@ -43,6 +43,10 @@ SCALE_KEYS = ("description", "base", "grid", "exclude", "seeds", "recipes")
 RECIPE_KEYS = ("when", "set", "note")
 FAMILY_KEY = "model.family"  # a recipe may match the model family (vit | bit | hybrid) instead of names
 REPLACED = ("grid", "exclude", "seeds", "report", "description", "default_scale")
+# extends: the deepest chain (the repository's is 2) and the most files one experiment may read,
+# repeats included — a diamond of extends would otherwise re-read files exponentially often.
+MAX_EXTENDS_DEPTH = 16
+MAX_EXTENDS_FILES = 64
 
 
 @dataclass
@@ -212,13 +216,25 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_experiment(path: str | Path, _stack: tuple[Path, ...] = ()) -> Experiment:
+def load_experiment(path: str | Path, _stack: tuple[Path, ...] = (), _reads: list[int] | None = None
+                    ) -> Experiment:
     """Read an experiment file and everything it extends; structural validation only."""
     path = Path(path)
-    resolved = path.resolve()
+    reads = _reads if _reads is not None else [0]
+    try:
+        resolved = path.resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte in the path, a symlink loop
+        read_yaml(path)  # names the problem as a one-line UserError
+        raise UserError("cannot resolve the path", file=str(path)) from None
     if resolved in _stack:
         cycle = " -> ".join(p.name for p in (*_stack, resolved))
         raise UserError(f"include cycle: {cycle}", file=str(path), key="extends")
+    if len(_stack) >= MAX_EXTENDS_DEPTH:
+        raise UserError(f"extends chain deeper than {MAX_EXTENDS_DEPTH} files", file=str(path), key="extends")
+    reads[0] += 1
+    if reads[0] > MAX_EXTENDS_FILES:
+        raise UserError(f"extends more than {MAX_EXTENDS_FILES} files in all (repeats included)",
+                        file=str(path), key="extends")
     raw = _check_top(read_yaml(path), path)
     parents = raw.get("extends") or []
     if isinstance(parents, str):
@@ -229,9 +245,14 @@ def load_experiment(path: str | Path, _stack: tuple[Path, ...] = ()) -> Experime
     chain: list[Path] = []
     for rel in parents:
         ppath = (path.parent / rel)
-        if not ppath.exists():
+        try:
+            there = ppath.exists()
+        except (OSError, ValueError):  # a NUL byte ("\0" in a quoted string), a name too long
+            raise UserError(f"extends a path that cannot be read: {rel!r:.80}", file=str(path),
+                            key="extends") from None
+        if not there:
             raise UserError(f"extends a file that does not exist: {rel}", file=str(path), key="extends")
-        parent = load_experiment(ppath, (*_stack, resolved))
+        parent = load_experiment(ppath, (*_stack, resolved), reads)
         merged = _merge(merged, parent.raw)
         chain += [c for c in parent.chain if c not in chain]
     merged = _merge(merged, raw)

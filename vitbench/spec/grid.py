@@ -24,6 +24,9 @@ from vitbench.spec.schema import Field, allowed_keys, check_value, schema_node
 
 OPERATORS = ("product", "zip", "chain")
 Point = dict[str, Any]
+# The most points a grid may expand to, checked from the axis lengths before anything is expanded:
+# each point becomes a fully resolved run config (~5 KB), so 100,000 is already ~0.5 GB of plan.
+MAX_POINTS = 100_000
 
 
 def _axis_field(key: str, file: str | None, where: str) -> Field:
@@ -59,8 +62,55 @@ def _product(grids: list[list[Point]]) -> list[Point]:
     return out
 
 
+def count(spec: Any) -> int:
+    """How many points ``expand(spec)`` yields, from the axis lengths alone (nothing is expanded).
+
+    Exact for a valid spec; for a malformed one an upper bound on every list expand would build
+    before it reports the problem (a zip counts its longest part, an empty axis counts 1).
+    """
+    if not isinstance(spec, dict):
+        return 1
+    ops = [k for k in spec if k in OPERATORS]
+    if ops and len(spec) == 1:
+        op, body = ops[0], spec[ops[0]]
+        if isinstance(body, dict):
+            sizes = [_axis_len(v) for v in body.values()]
+        elif isinstance(body, list):
+            sizes = [count(g) for g in body]
+        else:
+            return 1
+        if not sizes:
+            return 1
+        if op == "chain":
+            return sum(sizes)
+        if op == "zip":
+            return max(sizes)
+        return _prod(sizes)
+    if ops:
+        return 1  # an operator mixed with axes: expand refuses it before expanding anything
+    return _prod([_axis_len(v) for v in spec.values()])
+
+
+def _axis_len(values: Any) -> int:
+    return max(len(values), 1) if isinstance(values, list) else 1
+
+
+def _prod(sizes: list[int]) -> int:
+    out = 1
+    for s in sizes:
+        out *= s
+    return out
+
+
 def expand(spec: Any, *, file: str | None = None, where: str = "grid") -> list[Point]:
-    """All points of a grid spec, in a deterministic order."""
+    """All points of a grid spec, in a deterministic order; refuses more than MAX_POINTS up front."""
+    n = count(spec)
+    if n > MAX_POINTS:
+        raise UserError(f"grid expands to {n} points, more than the limit of {MAX_POINTS}", file=file, key=where)
+    return _expand(spec, file=file, where=where)
+
+
+def _expand(spec: Any, *, file: str | None = None, where: str = "grid") -> list[Point]:
     if spec is None:
         return [{}]
     if not isinstance(spec, dict):
@@ -81,7 +131,7 @@ def expand(spec: Any, *, file: str | None = None, where: str = "grid") -> list[P
             return _zip(axes, file, here) if op == "zip" else _product(axes)
         if not isinstance(body, list) or not body:
             raise UserError(f"'{op}' takes a non-empty list of grids", file=file, key=here)
-        subs = [expand(g, file=file, where=f"{here}[{i}]") for i, g in enumerate(body)]
+        subs = [_expand(g, file=file, where=f"{here}[{i}]") for i, g in enumerate(body)]
         if op == "product":
             return _product(subs)
         if op == "zip":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +16,80 @@ from vitbench.spec.schema import deep_merge, default_config, validate_structure
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
-    """Safe-load a YAML file; any problem is a one-line UserError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("no such file" if not path.exists() else "not a regular file", file=str(path))
+    """Safe-load a YAML file; any problem is a one-line UserError naming the file.
+
+    The single home for reading YAML files (experiments, run configs, profiles, compare variants):
+    a regular file of at most yamlio.MAX_FILE_BYTES, UTF-8 (a BOM is allowed) or UTF-16 with a BOM,
+    one document, within yamlio's limits on nesting, size (aliases expanded) and types.
+    """
+    file = str(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return yamlio.loads(fh.read())
-    except UnicodeDecodeError:
-        raise UserError("is not UTF-8 text", file=str(path)) from None
+        path = Path(path)
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError("no such file", file=file) from None
+    except (OSError, ValueError) as exc:  # a path too long, a symlink loop, a NUL byte in it
+        raise UserError(f"cannot read: {_one_line(getattr(exc, 'strerror', None) or exc)}", file=file) from None
+    _check_regular(info, file)
+    limit = yamlio.MAX_FILE_BYTES
+    too_big = f"is larger than {limit // 1024} KiB; experiment, config and profile files are small"
+    if info.st_size > limit:
+        raise UserError(f"{too_big} ({info.st_size} bytes)", file=file)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since stat, opening it does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            _check_regular(os.fstat(fh.fileno()), file)
+            data = fh.read(limit + 1)  # the size may have changed since stat
+    except OSError as exc:
+        raise UserError(f"cannot read: {exc.strerror or _one_line(exc)}", file=file) from None
+    if len(data) > limit:
+        raise UserError(too_big, file=file)
+    text = _decode(data, file)
+    try:
+        return yamlio.loads(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, a lone surrogate, ...)
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise UserError(f"invalid YAML at line {line}, column {col}: unacceptable character {char} "
+                        f"({exc.reason})", file=file) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         pos = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise UserError(f"invalid YAML{pos}: {problem}", file=str(path)) from None
+        context = getattr(exc, "context", None)
+        if context and not isinstance(exc, yamlio.RefusedYAML):
+            problem = f"{context}, {problem}"  # e.g. "while parsing a flow sequence, expected ',' or ']'"
+        kind = "refused" if isinstance(exc, yamlio.RefusedYAML) else "invalid YAML"
+        raise UserError(f"{kind}{pos}: {' '.join(str(problem).split())}", file=file) from None
+
+
+def _check_regular(info: os.stat_result, file: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        what = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                else "a device or socket")
+        raise UserError(f"not a regular file ({what})", file=file)
+
+
+def _decode(data: bytes, file: str) -> str:
+    """UTF-8 (optionally with a BOM) or UTF-16 with a BOM: the encodings YAML 1.2 readers must accept."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise UserError("is UTF-32 text; save it as UTF-8", file=file)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding, name = "utf-16", "UTF-16"
+    else:
+        encoding, name = "utf-8-sig", "UTF-8"
+    if encoding == "utf-8-sig" and b"\x00" in data:
+        at = data.index(b"\x00")
+        line = data.count(b"\n", 0, at) + 1
+        raise UserError(f"is not UTF-8 text: a NUL byte at byte {at} (line {line}); "
+                        "UTF-16 needs a byte-order mark", file=file)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"is not {name} text: {exc.reason} at byte {exc.start} (line {line})", file=file) from None
 
 
 def resolve_run_config(partial: dict[str, Any], *, file: str | None = None,

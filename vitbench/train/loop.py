@@ -91,7 +91,9 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
         pending, first = [], pending_start
         pending_start = step_after
         if not bool(finite.all()):
-            return True, first + int((~finite).nonzero()[0])
+            # step k is the k-th step (as metrics.jsonl, checkpoints and resume count): the loss at
+            # index i of this window is that of step first + i + 1
+            return True, first + int((~finite).nonzero()[0]) + 1
         last_loss = float(losses[-1])
         return False, None
 

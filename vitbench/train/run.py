@@ -367,7 +367,8 @@ def _at_resolution(model: nn.Module, img_size: int) -> nn.Module:
 
 def summarise_finetune(dataset: str, per_lr: dict[str, Any]) -> dict[str, Any]:
     """Pick the learning rate on the dev split (never on test), report test at that lr."""
-    ok = {lr: r for lr, r in per_lr.items() if r.get("status") == "ok" and r.get("dev_top1") is not None}
+    ok = {lr: r for lr, r in per_lr.items()
+          if r.get("status") == "ok" and r.get("dev_top1") is not None and math.isfinite(r["dev_top1"])}
     out: dict[str, Any] = {"dataset": dataset, "per_lr": per_lr, "best_lr": None, "dev_top1": None, "test_top1": None}
     if ok:
         # ties go to the smaller learning rate, deterministically

@@ -1,7 +1,8 @@
 """Has a phase converged? The logged training loss is flat over the last fifth of its steps.
 
-The logged losses are single-batch losses, so the test compares means: the last fifth of the logged
-points is split in two halves, and the drop from the first half's mean to the second's, relative to
+Each logged loss is the mean over the steps since the previous log line (vitbench/train/loop.py; records
+before 2026-12-02 17:40 UTC logged single-batch losses), and the test compares means again: the last
+fifth of the logged points is split in two halves, and the drop from the first half's mean to the second's, relative to
 the loss the phase started from, must be below ``TOLERANCE``. Relative to the start (not to the
 current loss) so that a loss of 1e-4 falling to 3e-5 counts as flat: it came from ln(K).
 """

@@ -63,7 +63,9 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
     """Run steps ``start_step .. total_steps-1``.
 
     ``reduce_losses`` (DDP) averages the per-rank losses at check points.
-    ``on_log(step, loss, lr)`` is called every ``log_every`` steps and at the end;
+    ``on_log(step, loss, lr)`` is called every ``log_every`` steps and at the end, with the mean loss of
+    the steps since the previous log line (every step counts: single-batch values are too noisy for the
+    convergence check, vitbench/train/convergence.py); the returned ``final_loss`` is the last step's;
     ``on_checkpoint(steps_done)`` every ``checkpoint_every`` steps; ``should_stop()`` is polled
     at every step boundary and, when true, a checkpoint is written and StopRequested raised.
     ``on_step(steps_done)`` is called at every step boundary, after that step's divergence check
@@ -76,6 +78,7 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
     pending: list[torch.Tensor] = []  # device-side losses since the last check
     pending_start = start_step
     last_loss: float | None = None
+    interval = [0.0, 0]  # sum and count of the losses since the last log line
     t_data = t_step = 0.0
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -95,6 +98,8 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
             # index i of this window is that of step first + i + 1
             return True, first + int((~finite).nonzero()[0]) + 1
         last_loss = float(losses[-1])
+        interval[0] += float(losses.double().sum())
+        interval[1] += len(losses)
         return False, None
 
     for step in range(start_step, total_steps):
@@ -129,8 +134,10 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
             if diverged:
                 return LoopResult("diverged", done, None, diverged_at=at,
                                   timings={"data_s": t_data, "step_s": t_step})
-            if is_log and on_log is not None and last_loss is not None:
-                on_log(done, last_loss, scheduler.get_last_lr()[0])
+            if is_log and on_log is not None and interval[1]:
+                on_log(done, interval[0] / interval[1], scheduler.get_last_lr()[0])
+            if is_log:
+                interval[:] = [0.0, 0]
             if progress is not None and last_loss is not None:
                 progress.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
         if on_step is not None:

@@ -21,6 +21,7 @@ from vitbench.launch.job import RunJob
 from vitbench.launch.profiles import CONTROL, Profile
 from vitbench.launch.slurm_limits import ClusterLimits, check_profile, explain_refusal, read_limits
 from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, log_paths
+from vitbench.plan.cost import longest_first
 from vitbench.plan.planner import Plan
 from vitbench.record.rundir import RunDir, atomic_write_json, now_iso, run_dir
 
@@ -53,6 +54,7 @@ def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: b
             wait_for_plan(plan, results, out=out)
         return Submission([], skipped, [], None)
 
+    todo = longest_first(todo)  # array index order is start order: the longest runs go first
     limits = read_limits() if cluster == "slurm" else None
     if limits is not None:
         check_profile(profile, limits)

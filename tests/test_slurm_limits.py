@@ -114,3 +114,13 @@ def test_account_refusal_without_an_account_in_the_profile_names_no_key(tmp_path
                                               (2500, 1001, 834)])
 def test_arrays_split_into_equal_parts_below_max_array_size(n: int, max_array: int | None, size: int) -> None:
     assert array_chunk(ClusterLimits(max_array_size=max_array), n) == size
+
+
+@pytest.mark.parametrize("n,per,sizes", [(5, 1, [1] * 5), (5, 2, [2, 2, 1]), (6, 4, [3, 3]), (1, 3, [1]),
+                                         (7, 3, [3, 2, 2])])
+def test_runs_are_dealt_round_robin_into_tasks(n: int, per: int, sizes: list[int]) -> None:
+    from vitbench.launch.launcher import group_runs
+
+    tasks = group_runs(list(range(n)), per)
+    assert [len(t) for t in tasks] == sizes and sorted(sum(tasks, [])) == list(range(n))
+    assert all(len(t) <= per for t in tasks) and tasks[0][0] == 0 and (n < 2 or tasks[-1][0] == len(tasks) - 1)

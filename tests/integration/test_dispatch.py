@@ -71,3 +71,23 @@ def test_cancelled_run_is_failed_and_only_it_is_resubmitted(slurm_cluster: None,
     new_ids = job_ids(results)
     assert new_ids[other] == ids[other] and new_ids[victim] != ids[victim]
     assert (results / "runs" / victim / "result.json").exists()
+
+
+def test_several_runs_per_task_one_record_each(slurm_cluster: None, tmp_path: Path) -> None:
+    """Profile runs_per_task: 3 runs as 2 array tasks (one process start-up per task), one record per run."""
+    results = tmp_path / "results"
+    exp = one_run_experiment(tmp_path, "grouped", [0, 1, 2], steps=4)
+    prof = tmp_path / "grouped.yaml"
+    prof.write_text((Path(__file__).resolve().parents[2] / "slurm" / "profiles" / "local.yaml").read_text()
+                    + "runs_per_task: 2\n")
+    out = vitbench("run", str(exp), "--scale", "smoke", "--profile", str(prof), "--results", str(results),
+                   "--wait").stdout
+    assert "submitted 3 runs as array" in out and "2 runs per task" in out, out
+    ids = job_ids(results)
+    tasks = sorted(ids.values())
+    assert len(set(tasks)) == 2 and sorted(tasks.count(t) for t in set(tasks)) == [1, 2], ids
+    for rid in ids:
+        rec = json.loads((results / "runs" / rid / "result.json").read_text())
+        assert rec["status"] == "done" and rec["run_id"] == rid
+    status = vitbench("status", str(exp), "--scale", "smoke", "--results", str(results)).stdout
+    assert "3 done" in status

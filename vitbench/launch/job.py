@@ -97,5 +97,34 @@ class RunJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(RunJob(self.config, self.run_dir))
 
 
+class RunGroupJob(submitit.helpers.Checkpointable):
+    """Several runs in one array task (profile ``runs_per_task``): one process start-up for all, still
+    one record per run. A requeued task resumes where it stopped: finished runs return at once, the
+    interrupted one resumes from its checkpoint. A failed run does not stop the others; the task fails
+    at the end so that SLURM shows it."""
+
+    def __init__(self, jobs: list[RunJob]) -> None:
+        self.jobs = jobs
+
+    def __call__(self) -> list[str]:
+        from vitbench.train.loop import StopRequested
+
+        statuses, failed = [], None
+        for job in self.jobs:
+            try:
+                statuses.append(job())
+            except (StopRequested, SystemExit, KeyboardInterrupt):
+                raise  # preemption: submitit requeues the whole task (see RunJob)
+            except Exception as exc:  # recorded in that run's directory by RunJob
+                statuses.append("failed")
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        return statuses
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(RunGroupJob(self.jobs))
+
+
 def job_record_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "job.json"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vitbench.errors import UserError
-from vitbench.launch.job import RunJob
+from vitbench.launch.job import RunGroupJob, RunJob
 from vitbench.launch.profiles import CONTROL, Profile
 from vitbench.launch.slurm_limits import ClusterLimits, check_profile, explain_refusal, read_limits
 from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, log_paths
@@ -62,17 +62,18 @@ def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: b
     for r in todo:
         RunDir(run_dir(results, r.run_id)).create(r.config)
 
+    tasks = group_runs(todo, profile["runs_per_task"])
     if cluster == "debug":
-        jobs = [executor.submit(RunJob(r.config, str(run_dir(results, r.run_id)))) for r in todo]
-        record_jobs(plan, results, todo, jobs, cluster=cluster, profile=profile)
+        jobs = [executor.submit(task_job(t, results)) for t in tasks]
+        record_jobs(plan, results, tasks, jobs, cluster=cluster, profile=profile)
         arrays: list[str] = []
     else:
-        chunk = array_chunk(limits, len(todo))
+        chunk = array_chunk(limits, len(tasks))
         jobs, arrays = [], []
-        for start in range(0, len(todo), chunk):  # MaxArraySize bounds one array's indices: split
-            part = todo[start:start + chunk]
-            part_jobs = _submit_array(executor, part, results, profile, submitted=len(jobs),
-                                      remaining=len(todo) - len(jobs))
+        for start in range(0, len(tasks), chunk):  # MaxArraySize bounds one array's indices: split
+            part = tasks[start:start + chunk]
+            part_jobs = _submit_array(executor, part, results, profile, submitted=sum(map(len, tasks[:start])),
+                                      remaining=sum(map(len, tasks[start:])))
             record_jobs(plan, results, part, part_jobs, cluster=cluster, profile=profile)
             jobs += part_jobs
             arrays.append(str(part_jobs[0].job_id).split("_")[0])
@@ -83,7 +84,8 @@ def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: b
                f"{len(arrays)} arrays {', '.join(arrays)} (MaxArraySize {limits.max_array_size if limits else '?'})")
     else:
         how = f"{cluster} jobs"
-    print(f"submitted {len(todo)} runs as {how} ({len(skipped)} already done, queued or running)", file=out)
+    per = f", {profile['runs_per_task']} runs per task" if len(tasks) < len(todo) else ""
+    print(f"submitted {len(todo)} runs as {how}{per} ({len(skipped)} already done, queued or running)", file=out)
     if wait or cluster != "slurm":
         wait_for(jobs, out=out)
     if wait and any(st in ACTIVE for st in skipped.values()):
@@ -118,31 +120,45 @@ def array_chunk(limits: ClusterLimits | None, n: int) -> int:
     return -(-n // arrays)
 
 
-def _submit_array(executor: Any, runs: list[Any], results: Path, profile: Profile, *, submitted: int,
+def group_runs(runs: list[Any], per_task: int) -> list[list[Any]]:
+    """Runs → array tasks of up to ``per_task`` runs each, dealt round-robin so that a grid ordered longest
+    first gives every task a similar share (task i: runs i, i+T, i+2T, ...)."""
+    n_tasks = -(-len(runs) // max(1, per_task))
+    return [runs[i::n_tasks] for i in range(n_tasks)]
+
+
+def task_job(task: list[Any], results: Path) -> RunJob | RunGroupJob:
+    jobs = [RunJob(r.config, str(run_dir(results, r.run_id))) for r in task]
+    return jobs[0] if len(jobs) == 1 else RunGroupJob(jobs)
+
+
+def _submit_array(executor: Any, tasks: list[list[Any]], results: Path, profile: Profile, *, submitted: int,
                   remaining: int) -> list[Any]:
-    """One sbatch for ``runs``; a refusal becomes one line naming the profile (submitit would print
+    """One sbatch for ``tasks``; a refusal becomes one line naming the profile (submitit would print
     sbatch's stderr itself and raise a multi-line FailedJobError)."""
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
     noise = io.StringIO()
     try:
         with contextlib.redirect_stderr(noise), executor.batch():
-            jobs = [executor.submit(RunJob(r.config, str(run_dir(results, r.run_id)))) for r in runs]
+            jobs = [executor.submit(task_job(t, results)) for t in tasks]
     except (FailedJobError, FailedSubmissionError) as exc:
         raise explain_refusal(str(exc) or noise.getvalue(), profile, submitted=submitted,
                               remaining=remaining) from None
     return jobs
 
 
-def record_jobs(plan: Plan, results: Path, runs: list[Any], jobs: list[Any], *, cluster: str,
+def record_jobs(plan: Plan, results: Path, tasks: list[list[Any]], jobs: list[Any], *, cluster: str,
                 profile: Profile) -> None:
-    """job.json per run, written as soon as its array is accepted (a later refused array leaves these)."""
-    for r, job in zip(runs, jobs):
+    """job.json per run, written as soon as its array is accepted (a later refused array leaves these);
+    the runs of one task share its job id."""
+    for task, job in zip(tasks, jobs):
         stdout, stderr = log_paths(results / "slurm" / "%j", str(job.job_id))
-        atomic_write_json(run_dir(results, r.run_id) / JOB_FILE, {
-            "job_id": str(job.job_id), "cluster": cluster, "submitted_at": now_iso(),
-            "experiment": str(plan.experiment.path), "scale": plan.scale, "profile": profile.name,
-            "stdout": stdout, "stderr": stderr})
+        for r in task:
+            atomic_write_json(run_dir(results, r.run_id) / JOB_FILE, {
+                "job_id": str(job.job_id), "cluster": cluster, "submitted_at": now_iso(),
+                "experiment": str(plan.experiment.path), "scale": plan.scale, "profile": profile.name,
+                "runs_in_task": len(task), "stdout": stdout, "stderr": stderr})
 
 
 def wait_for_plan(plan: Plan, results: Path, *, out: Any = sys.stdout, poll_s: float = 5.0) -> None:

@@ -25,6 +25,8 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "mem_gb": ((int, float), 4, "memory per node in GB"),
     "time_min": ((int,), 60, "time limit per job in minutes (submitit's own default is 5: always set it)"),
     "array_parallelism": ((int,), 16, "how many tasks of one array run at once"),
+    "runs_per_task": ((int,), 1, "runs one array task executes one after another (one start-up for all; "
+                      "one record per run, each resumable)"),
     "signal_delay_s": ((int,), 90, "SIGUSR2 this long before the time limit: checkpoint and requeue"),
     "max_requeues": ((int,), 3, "timeouts after which a run is not requeued again"),
     "setup": ((list,), [], "shell lines run before the job (module load ..., source env): shell BY DESIGN"),
@@ -156,7 +158,7 @@ def load_profile(name: str) -> Profile:
         elif key == "additional":
             _check_additional(value, file)
         values[key] = value
-    for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min", "array_parallelism"):
+    for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min", "array_parallelism", "runs_per_task"):
         if values[key] < 1:
             raise UserError(f"must be >= 1, got {values[key]}", file=file, key=key)
     return Profile(name=path.stem, path=path, values=values)

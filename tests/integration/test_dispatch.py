@@ -77,7 +77,7 @@ def test_several_runs_per_task_one_record_each(slurm_cluster: None, tmp_path: Pa
     """Profile runs_per_task: 3 runs as 2 array tasks (one process start-up per task), one record per run."""
     results = tmp_path / "results"
     exp = one_run_experiment(tmp_path, "grouped", [0, 1, 2], steps=4)
-    prof = tmp_path / "grouped.yaml"
+    prof = tmp_path / "grouped-profile.yaml"
     prof.write_text((Path(__file__).resolve().parents[2] / "slurm" / "profiles" / "local.yaml").read_text()
                     + "runs_per_task: 2\n")
     out = vitbench("run", str(exp), "--scale", "smoke", "--profile", str(prof), "--results", str(results),

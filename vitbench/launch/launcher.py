@@ -42,7 +42,8 @@ def plan_states(plan: Plan, results: Path) -> dict[str, RunState]:
 
 
 def submit(plan: Plan, results: Path, *, cluster: str, profile: Profile, wait: bool = False,
-           out: Any = sys.stdout) -> Submission:
+           out: Any = None) -> Submission:
+    out = sys.stdout if out is None else out  # resolved per call: stdout may be replaced (capture, redirect)
     if cluster not in CLUSTERS:
         raise UserError(f"unknown cluster {cluster!r}; allowed: {', '.join(CLUSTERS)}", key="--cluster")
     states = plan_states(plan, results)
@@ -161,8 +162,9 @@ def record_jobs(plan: Plan, results: Path, tasks: list[list[Any]], jobs: list[An
                 "runs_in_task": len(task), "stdout": stdout, "stderr": stderr})
 
 
-def wait_for_plan(plan: Plan, results: Path, *, out: Any = sys.stdout, poll_s: float = 5.0) -> None:
+def wait_for_plan(plan: Plan, results: Path, *, out: Any = None, poll_s: float = 5.0) -> None:
     """Block until no run of the plan is queued or running, whoever submitted it (one sacct call a poll)."""
+    out = sys.stdout if out is None else out  # resolved per call: stdout may be replaced (capture, redirect)
     last = ""
     while True:
         states = plan_states(plan, results)
@@ -179,9 +181,10 @@ def wait_for_plan(plan: Plan, results: Path, *, out: Any = sys.stdout, poll_s: f
         time.sleep(poll_s)
 
 
-def wait_for(jobs: list[Any], *, out: Any = sys.stdout, poll_s: float = 2.0) -> None:
+def wait_for(jobs: list[Any], *, out: Any = None, poll_s: float = 2.0) -> None:
     """Block until every job ends, printing progress when it changes; failures do not raise
     (they are recorded in the run directories and shown by ``vitbench status``)."""
+    out = sys.stdout if out is None else out  # resolved per call: stdout may be replaced (capture, redirect)
     last = ""
     while True:
         done = sum(1 for j in jobs if j.done())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+# Control characters (C0, DEL, C1, line/paragraph separators): never on the terminal, never in an sbatch header.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 
 class UserError(Exception):
     """Bad input from the user (experiment file, CLI flag, data root, profile).
@@ -25,7 +28,7 @@ class UserError(Exception):
         # Never let a multi-line message through: the contract is one line; other control characters
         # (a key read from a hostile file) are shown escaped, never sent to the terminal.
         text = " ".join(text.split("\n"))
-        super().__init__(re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: repr(m.group())[1:-1], text))
+        super().__init__(CONTROL.sub(lambda m: repr(m.group())[1:-1], text))
 
 
 class ClusterBusy(UserError):

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitbench.errors import UserError
+from vitbench.errors import CONTROL, UserError
 from vitbench.launch.job import RunGroupJob, RunJob
-from vitbench.launch.profiles import CONTROL, Profile
+from vitbench.launch.profiles import Profile
 from vitbench.launch.slurm_limits import ClusterLimits, check_profile, explain_refusal, read_limits
 from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, log_paths
 from vitbench.plan.cost import longest_first

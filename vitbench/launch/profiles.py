@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitbench.errors import UserError
+from vitbench.errors import CONTROL, UserError
 from vitbench.spec.runconfig import read_yaml
 
 # key: (types, default, help)
@@ -39,7 +39,6 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 # Every profile value but `setup` lands in the sbatch script's "#SBATCH --key=value" header, where a
 # newline would end the header and start shell; so values hold no control character and keys are
 # sbatch long-option names. submitit shlex-quotes the value, so spaces and quotes are harmless.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SBATCH_OPTION = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 # Options vitbench or submitit set themselves: overriding them would break logs, arrays or requeue.
 RESERVED_OPTIONS = {"array", "output", "error", "open-mode", "signal", "job-name", "wckey", "wrap", "parsable",
@@ -54,7 +53,7 @@ def _check_text(value: str, file: str, key: str) -> None:
                         "line of printable text", file=file, key=key)
 
 
-def _check_additional(options: dict[Any, Any], file: str) -> dict[str, Any]:
+def _check_additional(options: dict[Any, Any], file: str) -> None:
     for k, val in options.items():
         key = f"additional.{str(k)[:40]!r}" if not isinstance(k, str) else f"additional.{k[:40]}"
         if not isinstance(k, str) or not SBATCH_OPTION.fullmatch(k):
@@ -72,7 +71,6 @@ def _check_additional(options: dict[Any, Any], file: str) -> dict[str, Any]:
             _check_text(val, file, key)
         else:
             raise UserError(f"must be a string, number or true, got {type(val).__name__}", file=file, key=key)
-    return options
 
 
 @dataclass

@@ -28,7 +28,6 @@ class Partition:
     max_time_min: int | None  # None: unlimited
     max_nodes: int | None
     max_mem_mb: int | None  # MaxMemPerNode
-    state: str = "UP"
     default: bool = False
 
 
@@ -106,7 +105,7 @@ def parse_limits(partitions: str, nodes: str, config: str) -> ClusterLimits:
             name=name, nodes=_expand_nodes(rec.get("Nodes", ""), list(lim.nodes)),
             max_time_min=parse_slurm_minutes(rec.get("MaxTime", "UNLIMITED")),
             max_nodes=_int_or_none(rec.get("MaxNodes")), max_mem_mb=_int_or_none(rec.get("MaxMemPerNode")),
-            state=rec.get("State", "UP"), default=rec.get("Default") == "YES")
+            default=rec.get("Default") == "YES")
     for line in config.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "MaxArraySize":

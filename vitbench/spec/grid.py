@@ -17,6 +17,7 @@ is dropped.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from vitbench.errors import UserError
@@ -85,21 +86,14 @@ def count(spec: Any) -> int:
             return sum(sizes)
         if op == "zip":
             return max(sizes)
-        return _prod(sizes)
+        return math.prod(sizes)
     if ops:
         return 1  # an operator mixed with axes: expand refuses it before expanding anything
-    return _prod([_axis_len(v) for v in spec.values()])
+    return math.prod(_axis_len(v) for v in spec.values())
 
 
 def _axis_len(values: Any) -> int:
     return max(len(values), 1) if isinstance(values, list) else 1
-
-
-def _prod(sizes: list[int]) -> int:
-    out = 1
-    for s in sizes:
-        out *= s
-    return out
 
 
 def expand(spec: Any, *, file: str | None = None, where: str = "grid") -> list[Point]:

@@ -66,6 +66,21 @@ def test_tables_regenerate_byte_identically(tmp_path: Path) -> None:
     for fmt in ("csv", "latex"):
         assert main(["table", POS, "--scale", "micro", "--results", str(tmp_path), "--format", fmt,
                      "--out", str(tmp_path / f"t.{fmt}")]) == 0
+    # csv and LaTeX carry the same cells as the markdown: each csv cell's mean ± std is on its LaTeX row
+    import csv as csvmod
+
+    rows = list(csvmod.DictReader((tmp_path / "t.csv").open()))
+    latex = (tmp_path / "t.latex").read_text()
+    tables = latex.split("\\begin{tabular}")[1:]
+    assert len(tables) == len({r["table"] for r in rows}) == 3 and all("\\end{tabular}" in t for t in tables)
+    assert "learned\\_1d" in latex and "every\\_layer\\_shared" in latex  # LaTeX-escaped underscores
+    first = [r for r in rows if r["table"] == rows[0]["table"]]
+    assert {(r["row"], r["col"]) for r in first} >= {("learned_1d", "stem"), ("relative", "stem")}
+    lines = {ln.split("&")[0].strip().replace("\\_", "_"): ln for ln in tables[0].splitlines() if "&" in ln}
+    checked = [r for r in first if r["state"] == "ok" and int(r["n"]) > 1]
+    for r in checked:
+        assert f"{float(r['mean']):.4f} ± {float(r['std']):.4f}" in lines[r["row"]], (r, lines[r["row"]])
+    assert len(checked) >= 3
 
 
 def test_tuned_learning_rate_uses_dev_not_test(tmp_path: Path) -> None:

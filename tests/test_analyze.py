@@ -230,6 +230,20 @@ def fake_images(cfg, n, data_root=None):
             torch.arange(n) % 3, torch.arange(n))
 
 
+REAL_LOAD_IMAGES = runs.load_images  # the fixture below swaps it for fake_images in every other test
+
+
+def test_the_real_image_loader_gives_the_runs_test_split() -> None:
+    from vitbench.data import get_dataset
+
+    cfg = run_config()
+    images, labels, idx = REAL_LOAD_IMAGES(cfg, 7)
+    ds = get_dataset("synthetic", "test", img_size=16)
+    assert images.dtype == torch.uint8 and images.shape == (7, 3, 16, 16)
+    assert torch.equal(images, ds.images[:7]) and torch.equal(labels, ds.labels[:7]) and idx.tolist() == list(range(7))
+    assert len(REAL_LOAD_IMAGES(cfg, 10 ** 9)[0]) == len(ds)  # capped at the split's size
+
+
 @pytest.fixture(autouse=True)
 def _fast_images(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runs, "load_images", fake_images)

@@ -152,7 +152,7 @@ def test_missing_root_is_one_line_data_root_error(name: str, tmp_path: Path, mon
         assert "\n" not in msg and msg.startswith(f"{name}: ") and dataset_info(name).layout in msg
         if root is not None:
             assert str(root) in msg
-        with pytest.raises(DataRootError):
+        with pytest.raises(DataRootError, match=f"^{name}: "):
             check_data_root(name, root)
     assert issubclass(DataRootError, ValueError) and issubclass(DataRootError, UserError)
     monkeypatch.setenv("VITBENCH_DATA", str(tmp_path / "from-env"))

@@ -45,3 +45,34 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     ra, rb = RunDir(single.path).read_result(), RunDir(ddp_dir).read_result()
     assert rb["status"] == "done" and rb["pretrain"]["steps_done"] == 8
     assert abs(ra["pretrain"]["final_loss"] - rb["pretrain"]["final_loss"]) < 1e-4
+
+
+def _poll_worker(rank: int, init: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from vitbench.launch.job import _StopFlag, _stop_poll
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    flag = _StopFlag()
+    poll = _stop_poll(flag)
+    answers = []
+    for i in range(5):
+        if rank == 1 and i == 2:
+            flag(12, None)  # only rank 1 receives SIGUSR2, before its third poll
+        answers.append(poll())
+    dist.destroy_process_group()
+    Path(out, f"{rank}.json").write_text(json.dumps(answers))
+
+
+def test_ddp_ranks_agree_to_stop_when_one_is_signalled(tmp_path: Path) -> None:
+    """SLURM may signal one task of a job first: every rank must stop at the same step boundary, or the
+    others wait forever in the next all-reduce."""
+    import json
+
+    import torch.multiprocessing as tmp_mp
+
+    tmp_mp.spawn(_poll_worker, args=(f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2, join=True)
+    answers = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    assert answers[0] == answers[1] == [False, False, True, True, True]

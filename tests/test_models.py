@@ -5,7 +5,6 @@ Big models are only ever built on the ``meta`` device (no memory, no weights); n
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import timm
@@ -315,7 +314,7 @@ def test_vit_flops_match_analytic(name: str, img: int) -> None:
     with torch.device("meta" if size == "B" else "cpu"):
         model = create_model(name, num_classes=10, img_size=img)
     expected = _vit_flops(dim, depth, mlp, int(patch), img, 10)
-    assert count_flops(model, img) == pytest.approx(expected, rel=0.1)
+    assert count_flops(model, img) == expected  # every counted op is in the formula: exact
 
 
 @pytest.mark.parametrize("name", ["ViT-micro/4", "Rmicro+micro"])
@@ -346,4 +345,4 @@ def test_micro_sizes_are_comparable() -> None:
     counts = [count_params(create_model(n, num_classes=10, img_size=16)) for n in
               ("ViT-micro/4", "BiT-micro", "Rmicro+micro")]
     assert max(counts) < 1.25 * min(counts), counts
-    assert math.isclose(count_params(create_model("BiT-nano", num_classes=10, img_size=16)), 10_682, rel_tol=0.5)
+    assert count_params(create_model("BiT-nano", num_classes=10, img_size=16)) == 10_682

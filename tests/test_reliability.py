@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from vitbench.record.rundir import RunDir, read_json
+from vitbench.train.convergence import curve
+
+pytestmark = pytest.mark.slow  # each fault is injected into real run-one processes (~20 s each)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """\
@@ -54,30 +57,34 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     cfg.write_text(CONFIG)
     code, _, err = _run_one(cfg, d / "res")
     assert code == 0, err
-    return cfg, RunDir(_only_run(d / "res")).read_result()
+    return cfg, RunDir(_only_run(d / "res")).read_result()  # the run itself is in cfg.parent / "res"
 
 
 def _kill_after_checkpoint(cfg: Path, results: Path, step: int) -> Path:
-    """Start run-one, SIGKILL its whole process group once a checkpoint at ``step`` exists."""
-    p = _cli("run-one", str(cfg), "--results", str(results))
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(s >= step for s in _ckpt_steps(next((results / "runs").glob("*"), results))):
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    return _only_run(results)
+    """run-one SIGKILLed right after its checkpoint at ``step`` (fault point, so on any CPU speed)."""
+    code, _, err = _run_one(cfg, results, env={"VITBENCH_FAULT": f"after_checkpoint@{step}"})
+    assert code == -signal.SIGKILL, err
+    rd = _only_run(results)
+    assert _ckpt_steps(rd)[-1] == step and not (rd / "result.json").exists()
+    return rd
+
+
+def _losses(rd: Path) -> list[tuple[int, float]]:
+    metrics = [json.loads(x) for x in (rd / "metrics.jsonl").read_text().splitlines()]
+    return curve(metrics, "pretrain")
 
 
 def test_sigkill_mid_run_resumes_to_identical_metrics(reference: tuple[Path, dict], tmp_path: Path) -> None:
     cfg, ref = reference
     rd = _kill_after_checkpoint(cfg, tmp_path, 8)
-    assert not (rd / "result.json").exists(), "killed too late: the run had already finished"
     code, _, err = _run_one(cfg, tmp_path)
     assert code == 0, err
     log = (rd / "log.txt").read_text()
-    assert "resuming from checkpoint at step" in log
+    assert "resuming from checkpoint at step 8/40" in log  # resumed mid-run, not restarted or skipped
     rec = RunDir(rd).read_result()
     assert rec["summary"] == ref["summary"] and rec["pretrain"]["final_loss"] == ref["pretrain"]["final_loss"]
+    # every loss logged after the resume is the uninterrupted run's, step for step
+    assert _losses(rd) == _losses(_only_run(cfg.parent / "res")) and len(_losses(rd)) == 10
 
 
 @pytest.mark.parametrize("corruption", ["half", "empty", "random"])
@@ -91,7 +98,7 @@ def test_corrupt_checkpoint_falls_back_and_says_so(reference: tuple[Path, dict],
     code, _, err = _run_one(cfg, tmp_path)
     assert code == 0, err
     log = (rd / "log.txt").read_text()
-    assert "is unreadable" in log and "using previous checkpoint" in log
+    assert "is unreadable" in log and "using previous checkpoint" in log and "(step 8)" in log
     assert RunDir(rd).read_result()["summary"] == ref["summary"]
 
 
@@ -100,12 +107,41 @@ def test_node_dies_before_result(reference: tuple[Path, dict], tmp_path: Path) -
     code, _, _ = _run_one(cfg, tmp_path, env={"VITBENCH_FAULT": "before_result"})
     assert code == -signal.SIGKILL
     rd = RunDir(_only_run(tmp_path))
-    assert rd.read_result() is None and rd.local_state() == "incomplete"
+    assert rd.read_result() is None
+    # what the user sees: `vitbench status` on an experiment whose one run is this config
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("default_scale: micro\nscales: {micro: {}}\nseeds: [0]\nbase:\n" +
+                   "".join(f"  {line}\n" for line in cfg.read_text().splitlines()))
+    p = _cli("status", str(exp), "--results", str(tmp_path))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert f"{rd.run_id}  incomplete  started, no result and no live job" in out, out
     code, out, err = _run_one(cfg, tmp_path)
     assert code == 0, err
     assert rd.read_result()["summary"] == ref["summary"]
     log = rd.file("log.txt").read_text()
     assert log.count("result written") == 1 and "resuming from checkpoint at step 40/40" in log
+
+
+def test_evaluation_resumes_from_a_partial_progress_file(tmp_path: Path) -> None:
+    """Killed after the first of two fine-tuning rates: the next start redoes neither pretraining nor the
+    evaluations progress.json already holds, and runs only the missing rate."""
+    cfg = tmp_path / "two-lrs.yaml"
+    cfg.write_text(CONFIG.replace("lrs: [0.01]", "lrs: [0.01, 0.03]"))
+    code, _, err = _run_one(cfg, tmp_path, env={"VITBENCH_FAULT": "after_finetune@0.01"})
+    assert code == -signal.SIGKILL, err
+    rd = RunDir(_only_run(tmp_path))
+    partial = rd.read_progress()
+    assert set(partial) == {"pretrain_top1", "fewshot", "finetune"} and list(partial["finetune"]) == ["0.01"]
+    code, _, err = _run_one(cfg, tmp_path)
+    assert code == 0, err
+    log = rd.file("log.txt").read_text()
+    assert log.count("few-shot linear on digits") == 1 and log.count("fine-tuned digits at lr=0.01") == 1
+    assert log.count("fine-tuned digits at lr=0.03") == 1 and "resuming from checkpoint at step 40/40" in log
+    final = rd.read_progress()
+    assert final["fewshot"] == partial["fewshot"] and final["finetune"]["0.01"] == partial["finetune"]["0.01"]
+    rec = rd.read_result()
+    assert sorted(rec["finetune"]["per_lr"]) == ["0.01", "0.03"]
 
 
 def _finish(args: tuple[str, int, "mp.synchronize.Barrier"]) -> None:
@@ -184,3 +220,18 @@ def test_verify_store(reference: tuple[Path, dict], tmp_path: Path) -> None:
                        cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 1 and "config hashes to" in p.stdout and "orphan   0123456789ab" in p.stdout
     assert main(["status", "--verify", "--results", str(tmp_path / "empty")]) == 0
+
+
+def test_the_test_only_step_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitbench.record.faults import DELAY_ENV, with_step_delay
+
+    calls: list[int] = []
+    monkeypatch.delenv(DELAY_ENV, raising=False)
+    assert with_step_delay(calls.append) == calls.append  # unset: the callback itself, no per-step cost
+    monkeypatch.setenv(DELAY_ENV, "0.05")
+    step = with_step_delay(calls.append)
+    t0 = time.perf_counter()
+    for done in (1, 2, 3):
+        step(done)
+    assert time.perf_counter() - t0 >= 0.15 and calls == [1, 2, 3]
+    with_step_delay(None)(4)  # no probe: the delay alone

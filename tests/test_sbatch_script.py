@@ -114,3 +114,23 @@ def test_a_results_path_with_a_newline_is_refused(tmp_path: Path) -> None:
     f.write_text("partition: debug\n")
     with pytest.raises(UserError, match="--results: the results path holds a control character"):
         render(f, tmp_path / "res\ntouch pwned")
+
+
+def test_every_profile_value_reaches_the_sbatch_script(tmp_path: Path) -> None:
+    """The example GPU site profile, rendered: each value is the #SBATCH line sbatch acts on."""
+    repo = Path(__file__).resolve().parents[1]
+    script = render(repo / "slurm" / "profiles" / "example-gpu.yaml", tmp_path / "results", experiment="t8")
+    lines = script.splitlines()
+    for want in ["--partition=gpu", "--account=my-project", "--qos=normal", "--constraint='h100|a100'", "--nodes=1",
+                 "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=10", "--mem=480GB",
+                 "--time=2880",  # time_min, in minutes
+                 "--signal=USR2@120",  # signal_delay_s: the checkpoint-and-requeue lead before the limit
+                 "--job-name=vitbench-t8-smoke"]:
+        assert f"#SBATCH {want}" in lines, (want, script)
+    i = lines.index("# setup")
+    assert lines[i + 1:i + 3] == ["module load cuda/12.4", "source $HOME/venvs/vitbench/bin/activate"]
+    assert f"#SBATCH --output={tmp_path / 'results'}/slurm/%j/%j_0_log.out" in lines
+    # the local cluster's profile: one core, 2 GB, 60 minutes, its partition and its signal lead
+    local = render(repo / "slurm" / "profiles" / "local.yaml", tmp_path / "r2").splitlines()
+    assert {"#SBATCH --partition=debug", "#SBATCH --cpus-per-task=1", "#SBATCH --mem=2GB", "#SBATCH --time=60",
+            "#SBATCH --signal=USR2@30"} <= set(local)

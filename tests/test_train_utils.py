@@ -47,10 +47,38 @@ def test_checkpoint_keeps_last_two(tmp_path: Path) -> None:
 
 
 def test_rng_roundtrip() -> None:
+    # torch, numpy and python streams all continue where they were: augmentation draws from all three
+    import random
+
+    import numpy as np
+
     state = rng_state()
-    a = torch.rand(5)
+    a, b, c = torch.rand(5), np.random.rand(5), [random.random() for _ in range(5)]
     set_rng_state(state)
     assert torch.equal(a, torch.rand(5))
+    assert np.array_equal(b, np.random.rand(5)) and c == [random.random() for _ in range(5)]
+
+
+class _Exec:
+    """A pickle that would run code on load: touches ``marker`` through ``Path.touch``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_load_checkpoint_refuses_a_non_tensor_pickle(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, _payload(10))
+    save_checkpoint(tmp_path, _payload(15))  # step 10 is now prev.pt; last.pt is replaced below
+    marker = tmp_path.parent / f"{tmp_path.name}-executed"
+    torch.save({"step": 20, "model": {}, "extra": _Exec(marker)}, tmp_path / "last.pt")
+    messages: list[str] = []
+    ckpt = load_checkpoint(tmp_path, log=messages.append)
+    assert not marker.exists()  # weights_only loading never called Path.touch
+    assert ckpt is not None and ckpt["step"] == 10  # fell back to the previous (tensor-only) checkpoint
+    assert any("last.pt is unreadable (UnpicklingError" in m for m in messages), messages
 
 
 def test_no_checkpoint_is_none(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ and therefore submitit's job states work).
   skip silently).
 * Tests marked ``@pytest.mark.slurm`` get the same skip/fail even when they do
   not request the fixture.
+* ``smoke_store``: the four paper experiments at smoke scale, trained through the
+  cluster once per session, for every test that reads them (a test that changes
+  the store works on a copy).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import functools
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +109,40 @@ def slurm_cluster() -> SlurmCluster:
     return require_cluster()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # every integration test trains through the cluster: slow (deselect with -m "not slow"), and a
+    # longer limit than the unit tests' (pyproject.toml) unless the test sets its own
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(600))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("slurm") is not None:
         require_cluster()
+
+
+PAPER_EXPERIMENTS = ("ablations/pos_embed.yaml", "ablations/class_vs_gap.yaml", "experiments/data_scaling.yaml",
+                     "experiments/model_compute.yaml")
+
+
+@dataclasses.dataclass(frozen=True)
+class SmokeStore:
+    results: Path  # a path with spaces and quotes: nothing is pasted into a shell
+    submitted: dict[str, str]  # experiment -> stdout of its first `vitbench run`
+    waited: dict[str, str]  # experiment -> stdout of the second `run --wait` pass
+
+
+@pytest.fixture(scope="session")
+def smoke_store(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> SmokeStore:
+    from slurm_helpers import vitbench
+
+    results = tmp_path_factory.mktemp("smoke") / "my results 'quoted' \"dir\""
+    args = ("--scale", "smoke", "--cluster", "slurm", "--results", str(results))
+    submitted = {exp: vitbench("run", exp, *args).stdout for exp in PAPER_EXPERIMENTS}
+    # the second pass submits nothing new and waits for what the first queued
+    waited = {exp: vitbench("run", exp, *args, "--wait").stdout for exp in PAPER_EXPERIMENTS}
+    return SmokeStore(results, submitted, waited)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,9 +11,16 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
-def vitbench(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+# A run that a test requeues, cancels or preempts: 300 steps of at least 0.1 s each (the test-only step
+# delay, vitbench/record/faults.py, which sbatch passes on to the job with the environment), so it is
+# still training 30 s after it starts on any CPU, and no test waits for a long run and hopes.
+LONG_STEPS = 300
+LONG_ENV = {"VITBENCH_TEST_STEP_DELAY_S": "0.1"}
+
+
+def vitbench(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "vitbench.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+                          timeout=600, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"vitbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

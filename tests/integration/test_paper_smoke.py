@@ -11,30 +11,29 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PAPER_EXPERIMENTS, SmokeStore
 from slurm_helpers import REPO, vitbench
 
 from vitbench.plan.planner import make_plan
 
 pytestmark = pytest.mark.slurm
-EXPERIMENTS = ["ablations/pos_embed.yaml", "ablations/class_vs_gap.yaml", "experiments/data_scaling.yaml",
-               "experiments/model_compute.yaml"]
 
 
 def _table(exp: str, results: Path, fmt: str = "csv") -> str:
     return vitbench("table", exp, "--scale", "smoke", "--results", str(results), "--format", fmt).stdout
 
 
-def test_four_experiments_at_smoke_scale(slurm_cluster: None, tmp_path: Path) -> None:
-    results = tmp_path / "my results 'quoted' \"dir\""
-    for exp in EXPERIMENTS:
-        vitbench("run", exp, "--scale", "smoke", "--cluster", "slurm", "--results", str(results))
-    for exp in EXPERIMENTS:  # the second pass submits nothing new and waits for what the first queued
-        out = vitbench("run", exp, "--scale", "smoke", "--cluster", "slurm", "--results", str(results), "--wait").stdout
+@pytest.mark.timeout(900)  # the first user of the session's smoke store trains it
+def test_four_experiments_at_smoke_scale(smoke_store: SmokeStore, tmp_path: Path) -> None:
+    for exp in PAPER_EXPERIMENTS:
         n = len(make_plan(REPO / exp, scale="smoke", check_data=False).runs)
+        out = smoke_store.waited[exp]
         assert "nothing to submit" in out and f"{n}/{n} runs no longer queued or running" in out, out
-        status = vitbench("status", exp, "--scale", "smoke", "--results", str(results)).stdout
+        status = vitbench("status", exp, "--scale", "smoke", "--results", str(smoke_store.results)).stdout
         head = status.splitlines()[0]
         assert " done" in head and not any(w in head for w in ("failed", "running", "pending")), status
+    results = tmp_path / "copy"  # this test removes a record below; the session's store stays whole
+    shutil.copytree(smoke_store.results, results)
 
     t8 = _table("ablations/pos_embed.yaml", results, "md").split("\n\n")[1].splitlines()
     assert [c.strip() for c in t8[0].split("|")[1:-1]] == ["model.pos_embed", "stem", "every_layer",

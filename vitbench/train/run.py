@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from vitbench.record.faults import fault_point
+from vitbench.record.faults import fault_point, with_step_delay
 from vitbench.record.metrics import summary_metrics
 from vitbench.spec.budget import describe, epochs_of, steps_for
 from vitbench.record.rundir import RunDir
@@ -193,6 +193,7 @@ class Run:
                                                    "optimizer": optimizer.state_dict(),
                                                    "scheduler": scheduler.state_dict(), "rng": rng_state()})
                 self.rd.metric("checkpoint", step=step)
+                fault_point(f"after_checkpoint@{step}")
 
         def on_log(step: int, loss: float, lr: float) -> None:
             if self.dist.is_main:
@@ -204,7 +205,7 @@ class Run:
                              device=self.device, precision=self.precision, grad_clip=p["grad_clip"],
                              label_smoothing=p["label_smoothing"], log_every=rt["log_every"], on_log=on_log,
                              checkpoint_every=rt["checkpoint_every"], on_checkpoint=save,
-                             should_stop=self.should_stop, progress=bar, on_step=probe,
+                             should_stop=self.should_stop, progress=bar, on_step=with_step_delay(probe),
                              reduce_losses=distributed.mean_across_ranks if self.dist.enabled else None,
                              mix=loader.mixer(p["label_smoothing"]),  # Mixup/CutMix: global batch, before the shard
                              batch_transform=lambda x, y: distributed.shard(x, y, self.dist))
@@ -264,6 +265,7 @@ class Run:
                     continue
                 progress["finetune"][key] = self.finetune_one(model, lr)
                 self.rd.write_progress(progress)
+                fault_point(f"after_finetune@{key}")
         return progress
 
     def finetune_one(self, pretrained: nn.Module, lr: float) -> dict[str, Any]:

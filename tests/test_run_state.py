@@ -65,7 +65,8 @@ def test_without_slurm(tmp_path: Path) -> None:
     rd = _run(tmp_path, started=True)
     assert run_state(rd, {}).state == "incomplete"
     rd.write_error("boom")
-    assert (run_state(rd, {}).state, run_state(rd, {}).detail) == ("failed", "boom")
+    st = run_state(rd, {})
+    assert (st.state, st.detail) == ("failed", "boom")
 
 
 def test_sacct_silent_about_a_submitted_job_is_pending_unknown(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ def test_estimate_is_three_forward_passes_per_image_of_each_phase() -> None:
     torch.manual_seed(0)
     pre = count_flops(create_model(m["name"], num_classes=32, img_size=16, **model_kwargs(m)), 16)
     fine = count_flops(create_model(m["name"], num_classes=10, img_size=16, **model_kwargs(m)), 16)
-    expected = 3 * pre * 1600 * p["batch_size"] + 3 * fine * 400 * ft["batch_size"] * len(ft["lrs"])
-    assert (p["steps"], ft["steps"], len(ft["lrs"])) == (1600, 400, 2)
+    expected = 3 * pre * 2000 * p["batch_size"] + 3 * fine * 400 * ft["batch_size"] * len(ft["lrs"])
+    assert (p["steps"], ft["steps"], len(ft["lrs"])) == (2000, 400, 2)
     assert estimated_flops(cfg) == expected
 
 

@@ -18,6 +18,7 @@ from vitbench.record.rundir import RunDir, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 M = "fewshot/digits/5shot"
+FT = "finetune/digits/top1"
 JITTER = (0.0, 0.004, -0.003)  # a small seed-to-seed spread so no paired difference is exactly constant
 
 
@@ -42,8 +43,10 @@ Values = Callable[[str, float, int], "float | tuple[float, float] | None"]  # (p
 
 def write_records(results: Path, plan, values: Values, *,  # noqa: ANN001 - plan: Plan
                   status: Callable[[Any], str] = lambda r: "done",
-                  converged: Callable[[Any], bool | None] = lambda r: None) -> None:
-    """Records as ``vitbench.record.rundir`` writes them: config.yaml, then result.json."""
+                  converged: Callable[[Any], bool | None] = lambda r: None,
+                  ft_converged: Callable[[Any], bool | None] | None = None) -> None:
+    """Records as ``vitbench.record.rundir`` writes them: config.yaml, then result.json (with a
+    fine-tuning section, its metric FT equal to the few-shot value, when ``ft_converged`` is given)."""
     for r in plan.runs:
         pool, lr, seed = r.config["model"]["pool"], r.config["pretrain"]["lr"], r.config["seed"]
         v = values(pool, lr, seed)
@@ -57,9 +60,13 @@ def write_records(results: Path, plan, values: Values, *,  # noqa: ANN001 - plan
         conv = converged(r)
         if conv is not None:
             pre["convergence"] = {"converged": conv, "window": 50}
-        rd.write_result({"status": st, "config": r.config,
-                         "summary": {M: test, f"{M}/dev": dev} if st == "done" else {},
-                         "model": {"params": 1000, "flops_per_image": 2_000_000}, "pretrain": pre})
+        rec = {"status": st, "config": r.config,
+               "summary": {M: test, f"{M}/dev": dev} if st == "done" else {},
+               "model": {"params": 1000, "flops_per_image": 2_000_000}, "pretrain": pre}
+        if ft_converged is not None:
+            rec["finetune"] = {"converged": ft_converged(r), "best_lr": 0.01}
+            rec["summary"][FT] = test
+        rd.write_result(rec)
 
 
 def verdicts(tmp: Path, claims: list[dict[str, Any]], values: Values, **kw: Any) -> list[Any]:
@@ -283,6 +290,16 @@ def test_converged_runs_are_reported(tmp_path: Path) -> None:
     assert ev.verdict == "reproduced" and "converged: 6/6" in ev.runs_line
     ev = one(tmp_path / "b", GREATER, _greater((0.10, 0.11, 0.09)))
     assert "convergence: not recorded" in ev.runs_line
+
+
+def test_a_fine_tuning_that_has_not_converged_blocks_only_fine_tuning_claims(tmp_path: Path) -> None:
+    gap0 = lambda r: not (r.config["model"]["pool"] == "gap" and r.config["seed"] == 0)  # noqa: E731
+    claims = [{"id": "ft", "claim": "a", "metric": FT, **GREATER}, {"id": "fs", "claim": "b", "metric": M, **GREATER}]
+    ft, fs = verdicts(tmp_path, claims, _greater((0.10, 0.11, 0.09)), converged=lambda r: True, ft_converged=gap0)
+    assert ft.verdict == "inconclusive" and "not converged: 1 runs" in ft.reason and "converged: 5/6" in ft.runs_line
+    assert fs.verdict == "reproduced" and "converged: 6/6" in fs.runs_line
+    ft, = verdicts(tmp_path / "b", claims[:1], _greater((0.10, 0.11, 0.09)), converged=gap0, ft_converged=lambda r: True)
+    assert ft.verdict == "inconclusive" and "converged: 5/6" in ft.runs_line  # pretraining still counts
 
 
 def test_fewer_than_two_seeds_is_inconclusive(tmp_path: Path) -> None:

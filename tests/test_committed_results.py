@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from vitbench.cli import main
+from vitbench.plan.suite import PAPER_EXPERIMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "results" / "micro"
-EXPERIMENTS = ["ablations/pos_embed.yaml", "ablations/class_vs_gap.yaml", "experiments/data_scaling.yaml",
-               "experiments/model_compute.yaml"]
+EXPERIMENTS = PAPER_EXPERIMENTS
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda e: Path(e).stem)
@@ -66,3 +66,17 @@ def test_claims_reproduce_and_results_readme_quotes_them(exp: str, tmp_path: Pat
     assert quoted and all(line in lines for line in quoted), [q for q in quoted if q not in lines][:3]
     verdicts = [line for line in text.splitlines() if line.startswith("verdict:")]
     assert verdicts and all(v in quoted for v in verdicts)
+
+
+def test_results_readme_quotes_are_the_committed_outputs() -> None:
+    """Every quoted claims block and table in results/README.md is what results/quote_readme.py makes
+    from results/micro/ (so a re-run that forgets to re-quote fails here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quote_readme", REPO / "results" / "quote_readme.py")
+    assert spec and spec.loader
+    quote = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quote)
+    readme = (REPO / "results" / "README.md").read_text()
+    assert readme.count("<!-- tables ") == len(EXPERIMENTS) and readme.count("<!-- vitbench claims ") == len(EXPERIMENTS)
+    assert quote.rewrite(readme) == readme

@@ -4,7 +4,7 @@ diverged learning rates (and ones without a dev accuracy) take no part."""
 
 import pytest
 
-from vitbench.train.run import summarise_finetune
+from vitbench.train.selection import summarise_finetune
 
 
 def _ok(dev: float, test: float, converged: bool = True) -> dict:

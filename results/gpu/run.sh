@@ -26,7 +26,7 @@ timeout 120 vb bench --device cuda --model ViT-micro/4 --model BiT-micro --repea
   --out "$OUT/bench" || echo "bench micro: exit $?"
 
 # 3. The micro suite: every run of the four experiments, 8 at a time on the one GPU (local cluster).
-EXPERIMENTS="ablations/pos_embed.yaml ablations/class_vs_gap.yaml experiments/data_scaling.yaml experiments/model_compute.yaml"
+EXPERIMENTS=$(python3 -m vitbench.plan.suite)  # the four paper experiments (vitbench/plan/suite.py)
 for exp in $EXPERIMENTS; do
   timeout $(( 560 - ($(date +%s) - start) )) vb run "$exp" --scale micro --cluster local --profile local \
     --results "$STORE" --set runtime.device=cuda --set runtime.threads=2 || echo "$exp: exit $?"

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from vitbench.plan.suite import PAPER_EXPERIMENTS
+
 PARTITION = "debug"
 CLUSTER_NAME = "vitbench"
 START_HINT = "start it with `bash slurm/start-cluster.sh` (as root)"
@@ -123,10 +125,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("slurm") is not None:
         require_cluster()
-
-
-PAPER_EXPERIMENTS = ("ablations/pos_embed.yaml", "ablations/class_vs_gap.yaml", "experiments/data_scaling.yaml",
-                     "experiments/model_compute.yaml")
 
 
 @dataclasses.dataclass(frozen=True)

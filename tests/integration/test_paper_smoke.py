@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAPER_EXPERIMENTS, SmokeStore
+from conftest import SmokeStore
 from slurm_helpers import REPO, vitbench
 
 from vitbench.plan.planner import make_plan
+from vitbench.plan.suite import PAPER_EXPERIMENTS
 
 pytestmark = pytest.mark.slurm
 

@@ -41,7 +41,8 @@ Verdicts, computed, in this order:
 - ``not applicable at this scale``: the claim's ``scales`` leave this scale out, or a key it selects on
   (or tunes / runs along) does not vary here;
 - ``inconclusive`` with the reason: a run of the claim is missing, diverged, has no value for the metric,
-  or did not converge (``pretrain.convergence.converged`` false), or a comparison has < 2 paired seeds;
+  or did not converge (``pretrain.convergence.converged`` false; for a fine-tuning metric also
+  ``finetune.converged``, at the picked learning rate), or a comparison has < 2 paired seeds;
 - ``reproduced``: every Holm-adjusted p < 0.05 (hence every interval on the claimed side);
 - ``not reproduced``: some Holm-adjusted contradiction p < 0.05 (that interval entirely on the wrong side);
 - ``inconclusive`` otherwise: an interval spans the threshold (seed spread: add seeds), or every interval
@@ -417,15 +418,15 @@ class Data:
 
         frame = load_frame(plan, results)
         self.frame = frame.set_index("run_id")
-        self.converged: dict[str, bool | None] = {}
+        # (run id, phase) -> converged; the fine-tuning's is that of its picked learning rate
+        self.converged: dict[tuple[str, str], bool | None] = {}
         for r in plan.runs:
             rec = read_json(run_dir(results, r.run_id) / RESULT)
-            conv = None
-            if isinstance(rec, dict):
-                c = (rec.get("pretrain") or {}).get("convergence") if isinstance(rec.get("pretrain"), dict) else None
-                if isinstance(c, dict) and isinstance(c.get("converged"), bool):
-                    conv = c["converged"]
-            self.converged[r.run_id] = conv
+            rec = rec if isinstance(rec, dict) else {}
+            pre, ft = rec.get("pretrain"), rec.get("finetune")
+            c = pre.get("convergence") if isinstance(pre, dict) else None
+            self.converged[r.run_id, "pretrain"] = _flag(c.get("converged") if isinstance(c, dict) else None)
+            self.converged[r.run_id, "finetune"] = _flag(ft.get("converged") if isinstance(ft, dict) else None)
 
     def state(self, rid: str) -> str:
         return str(self.frame.at[rid, "state"])
@@ -439,6 +440,15 @@ class Data:
         except (TypeError, ValueError):
             return None
         return v if math.isfinite(v) else None
+
+
+def _flag(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+def phases(metrics: list[str]) -> list[str]:
+    """The training phases a claim's metrics depend on: pretraining always, fine-tuning for its metrics."""
+    return ["pretrain", *(["finetune"] if any(m.startswith("finetune/") for m in metrics) else [])]
 
 
 def _shown(groups: list[Group], involved: list[int], drop: tuple[str, ...] = ()) -> list[str]:
@@ -476,7 +486,12 @@ def _problems(data: Data, groups: list[Group], involved: list[int], metrics: lis
     missing = sum(data.state(r) not in ("done", "diverged") for r in rids)
     diverged = sum(data.state(r) == "diverged" for r in rids)
     novalue = sum(data.state(r) == "done" and any(data.value(r, m) is None for m in metrics) for r in rids)
-    conv = [data.converged[r] for r in rids if data.state(r) == "done"]
+    # a run counts as converged when every phase the metrics depend on has converged
+    conv = []
+    for r in rids:
+        if data.state(r) == "done":
+            flags = [data.converged[r, ph] for ph in phases(metrics)]
+            conv.append(False if False in flags else None if None in flags else True)
     recorded = [c for c in conv if c is not None]
     not_conv = sum(c is False for c in recorded)
     done = sum(data.state(r) == "done" for r in rids)

@@ -8,7 +8,6 @@ checkpoint for pretraining, ``progress.json`` for finished evaluation pieces.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import platform
 import socket
@@ -26,6 +25,7 @@ from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
 from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vitbench.train.fewshot import fewshot_eval
+from vitbench.train.selection import summarise_finetune
 from vitbench.train import convergence
 from vitbench.train.timing import Phases
 from vitbench.train.loop import LoopResult, extract, top1, train_loop
@@ -365,16 +365,3 @@ def _at_resolution(model: nn.Module, img_size: int) -> nn.Module:
     other = copy.deepcopy(model)
     other.set_img_size(img_size)
     return other
-
-
-def summarise_finetune(dataset: str, per_lr: dict[str, Any]) -> dict[str, Any]:
-    """Pick the learning rate on the dev split (never on test), report test at that lr."""
-    ok = {lr: r for lr, r in per_lr.items()
-          if r.get("status") == "ok" and r.get("dev_top1") is not None and math.isfinite(r["dev_top1"])}
-    out: dict[str, Any] = {"dataset": dataset, "per_lr": per_lr, "best_lr": None, "dev_top1": None, "test_top1": None}
-    if ok:
-        # ties go to the smaller learning rate, deterministically
-        best = max(sorted(ok, key=float), key=lambda lr: ok[lr]["dev_top1"])
-        out.update(best_lr=float(best), dev_top1=ok[best]["dev_top1"], test_top1=ok[best]["test_top1"],
-                   converged=(ok[best].get("convergence") or {}).get("converged"))
-    return out

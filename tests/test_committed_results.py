@@ -48,24 +48,15 @@ def test_compare_reproduces(name: str, args: list[str], capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda e: Path(e).stem)
-def test_claims_reproduce_and_results_readme_quotes_them(exp: str, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """`vitbench claims` on the committed records gives the committed output, and results/README.md
-    quotes it: each line of its quote block is a line of that output, and every verdict is quoted."""
+def test_claims_reproduce(exp: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vitbench claims` on the committed records gives the committed output, with a verdict per claim
+    (the README's quote of it is checked whole by the next test)."""
     monkeypatch.chdir(REPO)
     out = tmp_path / "claims.md"
     assert main(["claims", exp, "--scale", "micro", "--results", str(MICRO), "--out", str(out)]) == 0
     text = out.read_text()
     assert text == (MICRO / "claims" / f"{Path(exp).stem}.md").read_text()
-    readme = (REPO / "results" / "README.md").read_text()
-    start = f"<!-- vitbench claims {exp} --scale micro --results results/micro -->"
-    assert start in readme, f"results/README.md does not quote the claims of {exp}"
-    block = readme.split(start, 1)[1].split("<!-- /claims -->", 1)[0]
-    quoted = [line for line in block.strip().splitlines() if line.strip() and not line.startswith("```")]
-    lines = set(text.splitlines())
-    assert quoted and all(line in lines for line in quoted), [q for q in quoted if q not in lines][:3]
-    verdicts = [line for line in text.splitlines() if line.startswith("verdict:")]
-    assert verdicts and all(v in quoted for v in verdicts)
+    assert text.count("\nverdict: ") == text.count("\n## ") > 0
 
 
 def test_results_readme_quotes_are_the_committed_outputs() -> None:

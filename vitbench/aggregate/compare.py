@@ -13,7 +13,7 @@ are one family: their p-values are Holm-adjusted (Holm 1979, vitbench.aggregate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +62,6 @@ def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], 
     return Variant(name or ", ".join(label), runs)
 
 
-def t_critical(df: int) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, df))
-
-
 def paired_delta(variant: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
     """Mean paired difference over common seeds, its 95% t interval and two-sided p (``ttest_rel``).
 
@@ -89,28 +83,32 @@ def paired_delta(variant: dict[int, float], baseline: dict[int, float]) -> dict[
 def compare_frame(plan: Plan, variant: Variant, results: str | Path, metric: str) -> pd.DataFrame:
     """One row per baseline group: baseline and variant means, delta, 95% CI, significance."""
     base = load_frame(plan, results)
-    vplan = Plan(plan.experiment, plan.scale, variant.runs, varying=[])
-    var = load_frame(vplan, results)
+    var = load_frame(replace(plan, runs=variant.runs), results)
     if metric not in base.columns and metric not in var.columns:
         raise UserError(f"no run record has metric {metric!r}", key="--metric")
     vals = _by_seed(var, metric)
     group_keys = [k for k in plan.varying if k != "seed"]
     own = {r.run_id for r in variant.runs}
     rows = []
+    by_id = {r.run_id: r for r in plan.runs}
     groups = base.groupby(group_keys, sort=False, dropna=False) if group_keys else [((), base)]
-    for key, sub in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for _, sub in groups:
+        # the grid point as the plan has it (the frame's columns turn null into NaN and 16 into 16.0)
+        point = {k: v for k, v in plan.labels(by_id[sub["run_id"].iloc[0]]).items() if k in group_keys}
         if set(sub["run_id"]) <= own:  # the variant is already a grid point: no row comparing it with itself
-            variant.in_grid = dict(zip(group_keys, key))
+            variant.in_grid = point
             continue
         b = _by_seed(sub, metric)
         d = paired_delta(vals, b)
-        row = {k: v for k, v in zip(group_keys, key)}
+        row = dict(point)
         row.update(baseline=_mean(b.values()), variant=_mean(vals.values()), **d)
         row["seeds"] = f"{d['n']}/{len(sub)}"
         rows.append(row)
     _holm_rows(rows)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for k in group_keys if rows else []:
+        frame[k] = pd.Series([r[k] for r in rows], dtype=object)
+    return frame
 
 
 def _holm_rows(rows: list[dict[str, Any]]) -> None:
@@ -136,6 +134,10 @@ def _mean(values: Any) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)  # as the experiment file spells it
+
+
 def render_comparison(frame: pd.DataFrame, variant: Variant, metric: str) -> str:
     from tabulate import tabulate
 
@@ -151,14 +153,14 @@ def render_comparison(frame: pd.DataFrame, variant: Variant, metric: str) -> str
         ci = "—" if math.isnan(r["lo"]) else f"[{r['lo']:+.4f}, {r['hi']:+.4f}]"
         sig = {True: "yes", False: "no", None: "n/a (<2 paired seeds)"}[r["significant"]]
         ph = "—" if math.isnan(r["p_holm"]) else ("<0.0001" if r["p_holm"] < 1e-4 else f"{r['p_holm']:.4f}")
-        rows.append([*(str(r[k]) for k in keys), f(r["baseline"]), f(r["variant"]), f(r["delta"], True), ci, ph,
+        rows.append([*(_text(r[k]) for k in keys), f(r["baseline"]), f(r["variant"]), f(r["delta"], True), ci, ph,
                      sig, r["seeds"]])
     k = int((frame["n"] >= 2).sum()) if len(frame) else 0
     head = (f"variant: {variant.name}\nmetric: {metric} (paired over seeds, 95% t interval per comparison; "
             f"two-sided paired t-test, Holm-adjusted (Holm 1979) over the {k} baseline comparisons; "
             "significant: Holm-adjusted p < 0.05)\n")
     if variant.in_grid is not None:
-        point = ", ".join(f"{k}={v}" for k, v in variant.in_grid.items())
+        point = ", ".join(f"{k}={_text(v)}" for k, v in variant.in_grid.items())
         head += f"(the variant is the experiment's own grid point {point}; its row is left out)\n"
     head += "\n"
     return head + tabulate(rows, headers=[*keys, "baseline", "variant", "Δ", "95% CI", "p (Holm)", "significant",

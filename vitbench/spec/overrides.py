@@ -14,13 +14,14 @@ from vitbench.spec.schema import allowed_keys, check_value, schema_node, set_pat
 
 def parse_override(text: str, *, file: str | None = None) -> tuple[str, Any]:
     """'pretrain.lr=3e-4' -> ('pretrain.lr', 0.0003); the value is read as a YAML scalar/list."""
+    where = {"file": file, "key": None if file == "--set" else "--set"}  # name --set once, not twice
     if "=" not in text:
-        raise UserError(f"--set expects key.path=value, got {text!r:.80}", file=file, key="--set")
+        raise UserError(f"expects key.path=value, got {text!r:.80}", **where)
     key, _, raw = text.partition("=")
     key = key.strip()
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise UserError(f"--set has an empty key path in {text!r:.80}", file=file, key="--set")
+        raise UserError(f"empty key path in {text!r:.80}", **where)
     node = schema_node(key)
     if node is None or isinstance(node, dict):
         # name the deepest valid prefix and what it allows

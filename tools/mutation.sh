@@ -9,6 +9,8 @@
 #   bash tools/mutation.sh [MODULE ...]      # default: all of TESTS; e.g. train/convergence
 # Prints one line per module; the survivors and their diffs go to $MUTATION_DIR/<module>/survivors.txt.
 set -euo pipefail
+# one thread: mutmut forks a child per mutant, and a fork of a process with torch's thread pool running can hang
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 root=$(git rev-parse --show-toplevel)
 out=${MUTATION_DIR:-/tmp/vitbench-mutation}
 declare -A TESTS=(
@@ -17,7 +19,7 @@ declare -A TESTS=(
   [train/convergence]="tests/test_convergence.py tests/test_loss_logging.py"
   [aggregate/claims]="tests/test_claims.py tests/test_claims_rules.py tests/test_committed_results.py"
   [aggregate/compare]="tests/test_compare.py tests/test_aggregate.py tests/test_committed_results.py"
-  [plan/ids]="tests/test_spec.py tests/test_properties.py"
+  [plan/ids]="tests/test_run_ids.py tests/test_spec.py"
   [plan/planner]="tests/test_spec.py tests/test_budget_recipes.py tests/test_paper_recipes.py tests/test_plan_cost.py tests/test_yaml_limits.py tests/test_report_plan_time.py"
   [spec/grid]="tests/test_spec.py tests/test_yaml_limits.py tests/test_plan_cost.py"
   [launch/state]="tests/test_run_state.py tests/test_state_rules.py tests/test_launch_wait.py"

@@ -72,7 +72,7 @@ def fit_and_score(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
 
 def fewshot_eval(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                  test_labels: torch.Tensor, *, num_classes: int, shots: Iterable[int], seeds: int,
-                 l2: float, seed: int = 0, dev: tuple[torch.Tensor, torch.Tensor] | None = None
+                 l2: float, seed: int, dev: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> dict[str, Any]:
     """Accuracy per shot count: {"5": {"mean": .., "std": .., "per_seed": [..], "dev_mean": ..}, ...}.
 

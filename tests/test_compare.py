@@ -123,7 +123,7 @@ def test_two_paired_seeds_are_tested_and_counted(tmp_path: Path) -> None:
     frame = compare_frame(plan, v, tmp_path, METRIC)
     assert (frame["n"] == 2).all() and frame["p_holm"].notna().all()
     text = render_comparison(frame, v, METRIC)
-    assert "over the 2 baseline comparisons" in text and "<0.0001" in text and "| yes " in text
+    assert "over the 2 baseline comparisons" in text and "| <0.0001 " in text and "| yes " in text
 
 
 def test_a_done_run_without_the_metric_is_not_a_seed(tmp_path: Path) -> None:
@@ -144,3 +144,31 @@ def test_a_single_point_experiment_compares_with_its_one_group(tmp_path: Path) -
         write_record(tmp_path, r, 0.9 + 0.01 * r.config["seed"] ** 2)
     frame = compare_frame(plan, v, tmp_path, METRIC)
     assert len(frame) == 1 and frame["n"][0] == 3
+
+
+def test_the_variant_takes_the_recipes_of_the_plans_scale(tmp_path: Path) -> None:
+    path = experiment(tmp_path)
+    path.write_text(path.read_text() + "scales:\n  micro:\n    recipes:\n      warm:\n        note: seven\n"
+                    "        when: {pretrain.dataset: synthetic}\n        set: {pretrain: {warmup_steps: 7}}\n")
+    plan = make_plan(path, scale="micro", check_data=False)
+    v = make_variant(plan, variant_file=None, overrides=["model.pos_embed=none"])
+    assert v.runs[0].recipes == plan.runs[0].recipes == ["warm"]
+    assert v.runs[0].config["pretrain"]["warmup_steps"] == 7
+
+
+def test_one_seed_groups_compare(tmp_path: Path) -> None:
+    plan = make_plan(experiment(tmp_path), scale="smoke", check_data=False)
+    fill(tmp_path, plan)
+    v = make_variant(plan, variant_file=None, overrides=["model.pos_embed=none"])
+    frame = compare_frame(plan, v, tmp_path, METRIC)
+    assert frame["eval.finetune.img_size"].tolist() == [None, 16] and (frame["seeds"] == "0/1").all()
+
+
+def test_a_variant_that_is_the_only_grid_point_leaves_no_rows(tmp_path: Path) -> None:
+    plan = make_plan(experiment(tmp_path, "{seed: [0, 1, 2]}"), scale="micro", check_data=False)
+    fill(tmp_path, plan)
+    v = make_variant(plan, variant_file=None, overrides=["seed=0"])
+    frame = compare_frame(plan, v, tmp_path, METRIC)
+    text = render_comparison(frame, v, METRIC)
+    assert frame.empty and v.in_grid == {} and "over the 0 baseline comparisons" in text
+    assert "| baseline   | variant   | Δ   | 95% CI   | p (Holm)   | significant   | paired seeds   |" in text

@@ -106,7 +106,7 @@ def compare_frame(plan: Plan, variant: Variant, results: str | Path, metric: str
         rows.append(row)
     _holm_rows(rows)
     frame = pd.DataFrame(rows)
-    for k in group_keys if rows else []:
+    for k in group_keys:
         frame[k] = pd.Series([r[k] for r in rows], dtype=object)
     return frame
 

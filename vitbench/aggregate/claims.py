@@ -453,7 +453,7 @@ def phases(metrics: list[str]) -> list[str]:
 
 def _shown(groups: list[Group], involved: list[int], drop: tuple[str, ...] = ()) -> list[str]:
     """The keys that tell the claim's groups apart (constant ones and ``drop`` left out)."""
-    keys = list(groups[involved[0]].point) if involved else []
+    keys = list(groups[involved[0]].point)
     return [k for k in keys if k not in drop and len({repr(groups[g].point[k]) for g in involved}) > 1]
 
 
@@ -583,8 +583,8 @@ def _tuned_per_seed(data: Data, groups: list[Group], picked: list[int], key: str
     return {s: best[s][1] for s in sorted(best)}
 
 
-def _tuned_by_mean(data: Data, groups: list[Group], picked: list[int], key: str, dev: str) -> int | None:
-    """The group (one per value of ``key``) with the best mean dev metric over seeds."""
+def _tuned_by_mean(data: Data, groups: list[Group], picked: list[int], dev: str) -> int | None:
+    """The group (one per value of the tuned key) with the best mean dev metric over seeds."""
     best, best_v = None, -math.inf
     for g in picked:
         vals = list(_by_seed(data, groups[g], dev).values())
@@ -609,8 +609,8 @@ def _eval_tuned_lower(ev: Evaluation, data: Data, groups: list[Group]) -> None:
 def _eval_tuned_within(ev: Evaluation, data: Data, groups: list[Group]) -> None:
     c = ev.claim
     key, dev, delta = c.spec["key"], c.metric + "/dev", float(c.spec["delta"])
-    s = _tuned_by_mean(data, groups, c.subject, key, dev)
-    r = _tuned_by_mean(data, groups, c.reference, key, dev)
+    s = _tuned_by_mean(data, groups, c.subject, dev)
+    r = _tuned_by_mean(data, groups, c.reference, dev)
     for name, picked, g in (("subject", c.subject, s), ("reference", c.reference, r)):
         at = "none (no dev values)" if g is None else _fmt(groups[g].point[key])
         ev.notes.append(f"{name} ({_point(groups, picked[0], (key,))}): tuned {key} (best mean {dev}) = {at}")
@@ -658,10 +658,6 @@ def _sort_key(v: Any) -> tuple:
 _EVALUATORS = {"greater": _eval_greater, "less_than_each": _eval_less_than_each, "within_each": _eval_within_each,
                "tuned_lower": _eval_tuned_lower, "tuned_within": _eval_tuned_within,
                "positive_then_shrinks": _eval_positive_then_shrinks}
-
-
-def _threshold(comp: Comparison) -> str:
-    return f"±{_g(comp.bound)}" if comp.side == "within" else "0"
 
 
 def _g(x: float) -> str:
@@ -743,8 +739,6 @@ def _num(x: Any, signed: bool = False) -> str:
 
 
 def _p(x: float) -> str:
-    if not math.isfinite(x):
-        return "—"
     return "<0.0001" if x < 1e-4 else f"{x:.4f}"
 
 

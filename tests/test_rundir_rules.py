@@ -1,0 +1,119 @@
+"""``record.rundir``: what the records hold (tensor and numpy scalars, paths), what is refused and how
+it is named, the error record's fields, a config that is not a mapping, and the log's last line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vitbench.record.rundir import RunDir, atomic_write_json, read_json
+
+
+def _rd(tmp_path: Path) -> RunDir:
+    rd = RunDir(tmp_path / "run-1")
+    rd.create({"seed": 0})
+    return rd
+
+
+# -- JSON records ---------------------------------------------------------------------------------
+
+def test_tensor_and_numpy_scalars_are_written_as_numbers(tmp_path: Path) -> None:
+    """A result holding torch / numpy scalars is recorded with their plain values."""
+    rd = _rd(tmp_path)
+    rd.write_result({"status": "done", "loss": torch.tensor(1.5), "acc": np.float32(0.25), "n": np.int64(7)})
+    rec = rd.read_result()
+    assert (rec["loss"], rec["acc"], rec["n"]) == (1.5, 0.25, 7)
+
+
+def test_paths_are_written_as_strings(tmp_path: Path) -> None:
+    """A Path in a record is stored as its string."""
+    atomic_write_json(tmp_path / "x.json", {"data": tmp_path / "data" / "digits"})
+    assert read_json(tmp_path / "x.json") == {"data": str(tmp_path / "data" / "digits")}
+
+
+def test_other_objects_are_refused_by_type_name(tmp_path: Path) -> None:
+    """An object that is not JSON is an error naming its type, and the old record stays."""
+
+    class Widget:
+        pass
+
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    with pytest.raises(TypeError, match=r"^not JSON serialisable: Widget$"):
+        atomic_write_json(tmp_path / "x.json", {"a": Widget()})
+    assert read_json(tmp_path / "x.json") == {"a": 1}
+
+
+def test_metrics_lines_hold_scalar_values(tmp_path: Path) -> None:
+    """A metric logged with a tensor loss reads back as a number."""
+    rd = _rd(tmp_path)
+    rd.metric("train", step=3, loss=torch.tensor(0.5))
+    (m,) = rd.read_metrics()
+    assert (m["event"], m["step"], m["loss"]) == ("train", 3, 0.5)
+
+
+def test_error_record_says_failed_with_reason_time_and_extras(tmp_path: Path) -> None:
+    """error.json is a failed-status record with the reason, an aware UTC timestamp and any extra fields."""
+    rd = _rd(tmp_path)
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    rd.write_error("CUDA out of memory", job_id="7_3")
+    rec = rd.read_error()
+    assert set(rec) == {"status", "reason", "time", "job_id"}
+    assert (rec["status"], rec["reason"], rec["job_id"]) == ("failed", "CUDA out of memory", "7_3")
+    when = dt.datetime.fromisoformat(rec["time"])
+    assert when.utcoffset() == dt.timedelta(0)
+    assert before <= when <= dt.datetime.now(dt.timezone.utc)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_a_config_that_is_not_a_mapping_is_none(tmp_path: Path, text: str) -> None:
+    """config.yaml holding a list or a scalar is not a run config: read_config gives None."""
+    rd = _rd(tmp_path)
+    rd.file("config.yaml").write_text(text)
+    assert rd.read_config() is None
+
+
+def test_a_mapping_config_reads_back(tmp_path: Path) -> None:
+    """The config written at creation is the one read back."""
+    rd = RunDir(tmp_path / "r")
+    rd.create({"seed": 3, "model": {"name": "ViT-nano/4"}})
+    assert rd.read_config() == {"seed": 3, "model": {"name": "ViT-nano/4"}}
+
+
+# -- the log's last line --------------------------------------------------------------------------
+
+def test_last_log_line_is_the_newest_message(tmp_path: Path) -> None:
+    """Of several logged messages the last one is returned, with its timestamp."""
+    rd = _rd(tmp_path)
+    for msg in ("resumed at step 4", "checkpoint step 8", "done"):
+        rd.log(msg)
+    last = rd.last_log_line()
+    assert last is not None and last.startswith("[") and last.endswith("] done")
+
+
+def test_last_log_line_of_a_single_line_log(tmp_path: Path) -> None:
+    """A log of one line returns that line; trailing blank lines are ignored."""
+    rd = _rd(tmp_path)
+    rd.file("log.txt").write_bytes(b"only line\n\n  \n")
+    assert rd.last_log_line() == "only line"
+
+
+def test_last_log_line_survives_undecodable_bytes(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 are replaced rather than failing the read."""
+    rd = _rd(tmp_path)
+    rd.file("log.txt").write_bytes(b"start\nbad \xff byte\n")
+    assert rd.last_log_line() == "bad \ufffd byte"
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\n \n"])
+def test_no_log_or_an_empty_log_has_no_last_line(tmp_path: Path, content: bytes | None) -> None:
+    """Without log.txt, or with nothing but blanks in it, there is no last line (None)."""
+    rd = _rd(tmp_path)
+    if content is not None:
+        rd.file("log.txt").write_bytes(content)
+    assert rd.last_log_line() is None

@@ -97,6 +97,27 @@ def test_a_gpu_written_checkpoint_loads_onto_the_cpu(tmp_path: Path, monkeypatch
     assert ckpt["model"]["w"].device.type == "cpu" and ckpt["model"]["w"].tolist() == [5.0, 5.0, 5.0]
 
 
+def test_without_last_the_previous_checkpoint_is_used(tmp_path: Path) -> None:
+    """If last.pt is gone but prev.pt is there, the run resumes from prev.pt and says so."""
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    (tmp_path / "last.pt").unlink()
+    messages: list[str] = []
+    ckpt = load_checkpoint(tmp_path, log=messages.append)
+    assert ckpt is not None and ckpt["step"] == 1
+    assert messages == [f"using previous checkpoint {tmp_path / 'prev.pt'} (step 1)"]
+
+
+def test_an_empty_last_is_reported_by_its_error_type_alone(tmp_path: Path) -> None:
+    """A zero-byte last.pt (killed mid-write on a filesystem without atomic rename) is named by its error type."""
+    save_checkpoint(tmp_path, _payload(1))
+    save_checkpoint(tmp_path, _payload(2))
+    (tmp_path / "last.pt").write_bytes(b"")
+    messages: list[str] = []
+    assert load_checkpoint(tmp_path, log=messages.append)["step"] == 1
+    assert messages[0] == f"checkpoint {tmp_path / 'last.pt'} is unreadable (EOFError: ); falling back to the previous one"
+
+
 class _Touch:
     """A pickle that would run code on load: it touches ``marker``."""
 
@@ -119,6 +140,21 @@ def test_loading_stays_weights_only_when_the_environment_disables_it(tmp_path, m
     assert not marker.exists()
     assert ckpt is not None and ckpt["step"] == 10
     assert any("last.pt is unreadable (UnpicklingError" in m for m in messages), messages
+
+
+def test_a_long_error_is_quoted_by_the_first_120_characters_of_its_first_line(tmp_path: Path) -> None:
+    """The log line quotes at most 120 characters of the error's first line (torch's weights-only errors run long)."""
+    save_checkpoint(tmp_path, _payload(10))
+    save_checkpoint(tmp_path, _payload(15))
+    torch.save({"step": 20, "model": {}, "x": _Touch(tmp_path / "never")}, tmp_path / "last.pt")
+    with pytest.raises(Exception) as info:
+        torch.load(tmp_path / "last.pt", weights_only=True)
+    first = str(info.value).splitlines()[0]
+    assert len(first) > 121
+    messages: list[str] = []
+    assert load_checkpoint(tmp_path, log=messages.append)["step"] == 10
+    assert messages[0] == (f"checkpoint {tmp_path / 'last.pt'} is unreadable "
+                           f"({type(info.value).__name__}: {first[:120]}); falling back to the previous one")
 
 
 @pytest.mark.parametrize("bad", [{"step": 20}, {"model": {"w": torch.zeros(3)}}, {}, [1, 2], torch.zeros(2)],

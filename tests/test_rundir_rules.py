@@ -10,13 +10,84 @@ import numpy as np
 import pytest
 import torch
 
-from vitbench.record.rundir import RunDir, atomic_write_json, read_json
+from vitbench.record import rundir as rundir_mod
+from vitbench.record.rundir import RunDir, atomic_write_json, atomic_write_text, read_json, run_dir, runs_root
 
 
 def _rd(tmp_path: Path) -> RunDir:
     rd = RunDir(tmp_path / "run-1")
     rd.create({"seed": 0})
     return rd
+
+
+# -- layout and atomic writes --------------------------------------------------------------------
+
+def test_runs_live_under_results_runs_by_id(tmp_path: Path) -> None:
+    """A run's directory is RESULTS/runs/<run_id>, for a str or a Path results dir."""
+    assert runs_root(tmp_path) == tmp_path / "runs"
+    assert runs_root(str(tmp_path)) == tmp_path / "runs"
+    assert run_dir(str(tmp_path), "vit-abc123") == tmp_path / "runs" / "vit-abc123"
+
+
+def test_a_record_can_be_written_where_no_directory_exists_yet(tmp_path: Path) -> None:
+    """Writing a record creates the missing directories above it."""
+    target = tmp_path / "results" / "runs" / "r1" / "progress.json"
+    atomic_write_text(target, "{}\n")
+    assert target.read_text() == "{}\n"
+
+
+def test_a_record_on_another_filesystem_than_tmpdir_is_written(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The new version is staged beside its target, so the rename works on any filesystem, not only $TMPDIR's."""
+    import os
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)) or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a writable /dev/shm on another filesystem than the test's temp dir")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # $TMPDIR on one filesystem ...
+    target_dir = Path(tempfile.mkdtemp(dir=shm))  # ... the record on another
+    try:
+        atomic_write_text(target_dir / "result.json", "new\n")
+        assert (target_dir / "result.json").read_text() == "new\n"
+        assert [p.name for p in target_dir.iterdir()] == ["result.json"]
+    finally:
+        for p in target_dir.iterdir():
+            p.unlink()
+        target_dir.rmdir()
+
+
+def test_a_write_killed_midway_leaves_the_old_record_and_a_hidden_temp(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A kill before the rename keeps the old record whole; the only litter is a hidden .<name>.*.tmp file."""
+    atomic_write_text(tmp_path / "result.json", "old\n")
+
+    def killed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt  # stands in for SIGKILL at the rename
+
+    monkeypatch.setattr(rundir_mod.os, "replace", killed)
+    monkeypatch.setattr(rundir_mod.os, "unlink", lambda *a, **k: None)  # a killed process cleans nothing up
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(tmp_path / "result.json", "new\n")
+    monkeypatch.undo()
+    assert (tmp_path / "result.json").read_text() == "old\n"
+    (litter,) = [p.name for p in tmp_path.iterdir() if p.name != "result.json"]
+    assert litter.startswith(".result.json.") and litter.endswith(".tmp")
+
+
+def test_a_failed_rename_is_raised_and_leaves_no_temp(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """If the rename fails, its OSError reaches the caller, the old record stays and the temp file is removed."""
+    import errno
+
+    atomic_write_text(tmp_path / "result.json", "old\n")
+
+    def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(rundir_mod.os, "replace", refused)
+    with pytest.raises(OSError, match="Permission denied"):
+        atomic_write_text(tmp_path / "result.json", "new\n")
+    monkeypatch.undo()
+    assert (tmp_path / "result.json").read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
 # -- JSON records ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ it is named, the error record's fields, a config that is not a mapping, and the 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,154 @@ def test_a_failed_rename_is_raised_and_leaves_no_temp(tmp_path, monkeypatch) -> 
     monkeypatch.undo()
     assert (tmp_path / "result.json").read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+# -- byte-stable records ------------------------------------------------------------------------
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "micro" / "reference" / "runs").glob("*/result.json"))
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed reference runs")
+def test_rewriting_a_committed_record_reproduces_its_bytes(tmp_path: Path) -> None:
+    """A committed result.json and config.yaml, read and written again, come out byte for byte the same."""
+    from vitbench.record.rundir import dump_config
+
+    for result in COMMITTED[:3]:
+        rd = RunDir(tmp_path / result.parent.name)
+        rd.create(RunDir(result.parent).read_config())
+        assert rd.file("config.yaml").read_bytes() == result.with_name("config.yaml").read_bytes()
+        atomic_write_json(rd.file("result.json"), read_json(result))
+        assert rd.file("result.json").read_bytes() == result.read_bytes()
+        assert dump_config(rd.read_config()) == result.with_name("config.yaml").read_text()
+
+
+def test_records_do_not_depend_on_key_order(tmp_path: Path) -> None:
+    """The same content built in different key orders writes identical JSON and YAML files."""
+    a = {"b": 1, "a": {"d": [1, 2], "c": "x"}}
+    b = {"a": {"c": "x", "d": [1, 2]}, "b": 1}
+    atomic_write_json(tmp_path / "a.json", a)
+    atomic_write_json(tmp_path / "b.json", b)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert (tmp_path / "a.json").read_text().index('"a"') < (tmp_path / "a.json").read_text().index('"b"')
+    RunDir(tmp_path / "ra").create(a)
+    RunDir(tmp_path / "rb").create(b)
+    text = (tmp_path / "ra" / "config.yaml").read_text()
+    assert text == (tmp_path / "rb" / "config.yaml").read_text()
+    assert text == "a:\n  c: x\n  d:\n  - 1\n  - 2\nb: 1\n"  # block style, sorted keys
+
+
+def test_metrics_lines_do_not_depend_on_field_order(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Two metrics logged with the same fields in different orders are the same line."""
+    monkeypatch.setattr(rundir_mod.time, "time", lambda: 1700000000.0)
+    rd = _rd(tmp_path)
+    rd.metric("train", step=1, loss=2.0, lr=0.1)
+    rd.metric("train", lr=0.1, loss=2.0, step=1)
+    first, second = rd.file("metrics.jsonl").read_text().splitlines()
+    assert first == second
+    assert list(json.loads(first)) == sorted(json.loads(first))
+
+
+def test_a_metric_carries_its_event_and_a_millisecond_timestamp(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Each metrics line holds the event name and the wall-clock time to the millisecond."""
+    monkeypatch.setattr(rundir_mod.time, "time", lambda: 1700000000.123456)
+    rd = _rd(tmp_path)
+    rd.metric("eval", top1=0.5)
+    assert rd.read_metrics() == [{"event": "eval", "time": 1700000000.123, "top1": 0.5}]
+
+
+def test_a_torn_metrics_line_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:
+    """A line torn by a killed writer is skipped; the lines after it are still read."""
+    rd = _rd(tmp_path)
+    rd.metric("train", step=1)
+    with open(rd.file("metrics.jsonl"), "a") as fh:
+        fh.write('{"event": "train", "st\n')
+    rd.metric("train", step=2)
+    assert [m["step"] for m in rd.read_metrics()] == [1, 2]
+
+
+# -- run directory lifecycle ----------------------------------------------------------------------
+
+def test_creating_an_existing_run_directory_again_is_fine(tmp_path: Path) -> None:
+    """A resumed run creates its directory again: the config is rewritten, the rest is kept."""
+    rd = _rd(tmp_path)
+    rd.metric("train", step=1)
+    rd.create({"seed": 1})
+    assert rd.read_config() == {"seed": 1} and len(rd.read_metrics()) == 1
+
+
+def test_log_lines_are_echoed_to_stdout(tmp_path, capsys) -> None:  # noqa: ANN001
+    """Each log line goes to log.txt and, identically, to stdout (SLURM's log)."""
+    rd = _rd(tmp_path)
+    rd.log("resumed at step 4")
+    out = capsys.readouterr().out
+    assert out == rd.file("log.txt").read_text()
+    assert out.startswith("[") and out.endswith("] resumed at step 4\n")
+
+
+def test_the_stdout_echo_survives_an_abrupt_exit(tmp_path: Path) -> None:
+    """The echo is flushed at once, so a process killed right after logging still has the line in SLURM's log."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from vitbench.record.rundir import RunDir; "
+            "rd = RunDir(sys.argv[1]); rd.path.mkdir(); rd.log('about to die'); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert out.endswith("] about to die\n")
+
+
+def test_result_record_carries_schema_run_id_and_finish_time(tmp_path: Path) -> None:
+    """write_result adds the schema version, the run id and an aware UTC finish time to the caller's fields."""
+    rd = _rd(tmp_path)
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    rd.write_result({"status": "done", "summary": {"m": 0.5}})
+    rec = rd.read_result()
+    assert set(rec) == {"schema", "run_id", "finished_at", "status", "summary"}
+    assert (rec["schema"], rec["run_id"], rec["status"]) == (rundir_mod.RECORD_SCHEMA, "run-1", "done")
+    when = dt.datetime.fromisoformat(rec["finished_at"])
+    assert when.utcoffset() == dt.timedelta(0) and before <= when <= dt.datetime.now(dt.timezone.utc)
+
+
+@pytest.mark.parametrize("text", ['{"summary": 1}', "[1, 2]", '"done"'])
+def test_a_result_file_that_is_not_a_status_record_is_no_result(tmp_path: Path, text: str) -> None:
+    """result.json that is not an object with a status is not a result: the run is not done."""
+    rd = _rd(tmp_path)
+    rd.metric("train", step=1)
+    rd.file("result.json").write_text(text)
+    assert rd.read_result() is None
+    assert rd.local_state() == "incomplete"
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"boom"', "3"])
+def test_an_error_file_that_is_not_an_object_is_no_error(tmp_path: Path, text: str) -> None:
+    """error.json that is not a JSON object is not an error record: the run is not failed."""
+    rd = _rd(tmp_path)
+    rd.metric("train", step=1)
+    rd.file("error.json").write_text(text)
+    assert rd.read_error() is None
+    assert rd.local_state() == "incomplete"
+
+
+def test_progress_round_trips_and_defaults_to_empty(tmp_path: Path) -> None:
+    """Progress written is progress read; no progress file, or one that is not an object, reads as {}."""
+    rd = _rd(tmp_path)
+    assert rd.read_progress() == {}
+    rd.write_progress({"fewshot": {"digits/1/0": 0.5}})
+    assert rd.read_progress() == {"fewshot": {"digits/1/0": 0.5}}
+    assert read_json(rd.file("progress.json")) == {"fewshot": {"digits/1/0": 0.5}}
+    rd.file("progress.json").write_text("[1, 2]")
+    assert rd.read_progress() == {}
+
+
+def test_clearing_an_error_makes_the_run_no_longer_failed(tmp_path: Path) -> None:
+    """clear_error removes error.json (a retried run is not failed any more), and is harmless without one."""
+    rd = _rd(tmp_path)
+    rd.metric("train", step=1)
+    rd.write_error("boom")
+    rd.clear_error()
+    assert rd.read_error() is None and not rd.file("error.json").exists()
+    assert rd.local_state() == "incomplete"
+    rd.clear_error()
 
 
 # -- JSON records ---------------------------------------------------------------------------------

@@ -175,13 +175,15 @@ def test_log_lines_are_echoed_to_stdout(tmp_path, capsys) -> None:  # noqa: ANN0
 
 def test_the_stdout_echo_survives_an_abrupt_exit(tmp_path: Path) -> None:
     """The echo is flushed at once, so a process killed right after logging still has the line in SLURM's log."""
+    import os
     import subprocess
     import sys
 
     code = ("import os, sys; from vitbench.record.rundir import RunDir; "
             "rd = RunDir(sys.argv[1]); rd.path.mkdir(); rd.log('about to die'); os._exit(0)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as in a job
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True,
-                         timeout=60).stdout
+                         timeout=60, env=env).stdout
     assert out.endswith("] about to die\n")
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from vitbench.bench import measure, report
+from vitbench.bench import child as child_proc, machine, planning, report
 from vitbench.bench.cli import main, model_setup, register
 from vitbench.bench.reference import build_reference_model, reference_transforms
 from vitbench.models import count_params, create_model
@@ -21,27 +21,27 @@ def test_find_max_batch_doubles_until_it_does_not_fit():
         calls.append(b)
         return b <= 300
 
-    assert measure.find_max_batch(fits, start=8) == 256
+    assert machine.find_max_batch(fits, start=8) == 256
     assert calls == [8, 16, 32, 64, 128, 256, 512]
-    assert measure.find_max_batch(lambda b: True, start=16, limit=100) == 64
-    assert measure.find_max_batch(lambda b: False, start=16) == 0
+    assert machine.find_max_batch(lambda b: True, start=16, limit=100) == 64
+    assert machine.find_max_batch(lambda b: False, start=16) == 0
     with pytest.raises(ValueError, match="start"):
-        measure.find_max_batch(lambda b: True, start=0)
+        machine.find_max_batch(lambda b: True, start=0)
 
 
 def test_mfu_arithmetic():
     # 1 MFLOP forward/image, 1000 img/s -> 3 GFLOP/s of training; on a 6 GFLOP/s device: 50 %
-    assert measure.mfu(1e6, 1000.0, 6e9) == pytest.approx(0.5)
+    assert machine.mfu(1e6, 1000.0, 6e9) == pytest.approx(0.5)
 
 
 def test_peak_matmul_flops_on_cpu():
-    p = measure.peak_matmul_flops(torch.device("cpu"), n=128, repeats=2, trials=2)
+    p = machine.peak_matmul_flops(torch.device("cpu"), n=128, repeats=2, trials=2)
     assert p["dtype"] == "float32" and p["n"] == 128 and p["flops_per_s"] > 1e6
     assert p["flops_per_s"] == pytest.approx(2 * 128 ** 3 * 2 / p["best_seconds"])
 
 
 def test_peak_memory_on_cpu():
-    with measure.PeakMemory(torch.device("cpu")) as pm:
+    with machine.PeakMemory(torch.device("cpu")) as pm:
         x = torch.ones(4 << 20)  # 16 MiB, touched
         del x
     assert isinstance(pm.bytes, int) and pm.kind.startswith("cpu")
@@ -78,7 +78,7 @@ def test_reference_transforms_give_normalised_tensors():
 
 
 def test_planning_benchmark_small():
-    out = measure.bench_planning((100,), trials=1)
+    out = planning.bench_planning((100,), trials=1)
     assert out["runs_100"]["runs"] == 100
     assert set(out["runs_100"]["varying"]) == {"pretrain.lr", "seed"}
 
@@ -114,7 +114,7 @@ def test_bench_runs_and_writes_record(tmp_path, capsys):
         assert set(r["vitbench"]["split_ms"]) == {"data", "fwd_bwd", "optimizer"}
         # MFU is the recorded FLOPs x 3 x images/s over the recorded peak, and a step cannot beat the peak
         assert r["vitbench"]["mfu"] == pytest.approx(
-            measure.mfu(r["flops_per_image"], r["vitbench"]["images_per_s"], rec["peak"]["flops_per_s"]))
+            machine.mfu(r["flops_per_image"], r["vitbench"]["images_per_s"], rec["peak"]["flops_per_s"]))
         assert 0 < r["vitbench"]["mfu"] < 1
         assert "optimizer=foreach" in r["ablations"] and "default" in r["ablations"]
         assert "compile" in r["ablations"]["skipped"]
@@ -129,7 +129,7 @@ def test_child_trainer_runs_with_its_own_environment():
     from vitbench.data import get_dataset
 
     ds = get_dataset("synthetic", "train", img_size=16, size=32)
-    child = measure.ChildTrainer({"OMP_WAIT_POLICY": "PASSIVE"}, 1, name="ViT-nano/4", dataset=ds,
+    child = child_proc.ChildTrainer({"OMP_WAIT_POLICY": "PASSIVE"}, 1, name="ViT-nano/4", dataset=ds,
                                  device=torch.device("cpu"), batch_size=8, augment=None)
     try:
         assert child.run(2) > 0

@@ -12,13 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from vitbench.cliargs import RESULTS_HELP, add_plan_args, plan_from_args, results_dir
 from vitbench.errors import UserError
-
-DEFAULT_RESULTS = "runs"
-
-
-def _results_dir(args: argparse.Namespace) -> Path:
-    return Path(args.results or os.environ.get("VITBENCH_RESULTS") or DEFAULT_RESULTS)
 
 
 def cmd_run_one(args: argparse.Namespace) -> int:
@@ -34,7 +29,7 @@ def cmd_run_one(args: argparse.Namespace) -> int:
         overrides.append(f"runtime.device={args.device}")
     cfg = load_run_config(args.config, overrides)
     rid = run_id(cfg)
-    rd = RunDir(args.run_dir) if args.run_dir else RunDir(run_dir(_results_dir(args), rid))
+    rd = RunDir(args.run_dir) if args.run_dir else RunDir(run_dir(results_dir(args), rid))
     record = Run(cfg, rd).execute()
     if record is not None:
         print(f"{record['status']}: {rd.path}")
@@ -44,14 +39,8 @@ def cmd_run_one(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace):  # -> Plan
-    from vitbench.plan.planner import make_plan
-
-    overrides = list(args.set or [])
-    if getattr(args, "data_root", None):
-        overrides.append(f"runtime.data_root={args.data_root}")
-    return make_plan(args.experiment, scale=args.scale, overrides=overrides, max_runs=args.max_runs,
-                     # showing a plan needs no data; running one does
-                     check_data=not getattr(args, "dry_run", False))
+    # showing a plan needs no data; running one does
+    return plan_from_args(args, check_data=not getattr(args, "dry_run", False))
 
 
 def _plan_table(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState]
@@ -102,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     check_report(plan)
     profile = load_profile(args.profile)
-    results = _results_dir(args)
+    results = results_dir(args)
     if args.json and not args.dry_run:
         raise UserError("--json only goes with --dry-run (it prints the plan)", key="--json")
     if args.dry_run:
@@ -134,7 +123,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             except UserError:
                 continue  # a scale the file does not define
             known.update(r.run_id for r in plan.runs)
-    results = _results_dir(args)
+    results = results_dir(args)
     rep = verify_store(results, known)
     print(f"{results}: {rep.checked} run directories, {rep.done} finished records, "
           f"{len(rep.problems)} problems, {len(rep.orphans)} orphans (planned by none of {len(files)} experiment files)")
@@ -155,7 +144,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.experiment:
         raise UserError("needs an experiment file (or --verify to audit the whole run store)", key="EXPERIMENT")
     plan = _plan(args)
-    results = _results_dir(args)
+    results = results_dir(args)
     states = plan_states(plan, results)
     counts = Counter(s.state for s in states.values())
     order = ["done", "diverged", "running", "pending", "failed", "incomplete", "new"]
@@ -170,13 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_plan_args(p: argparse.ArgumentParser, status: bool = False) -> None:
-    p.add_argument("experiment", nargs="?" if status else None,
-                   help="experiment file (experiments/*.yaml, ablations/*.yaml)")
-    p.add_argument("--scale", help="paper | small | micro | smoke (default: the file's default_scale)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run-config key in every run")
-    p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
-    p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
-    p.add_argument("--max-runs", type=int, help="refuse grids larger than this (default $VITBENCH_MAX_RUNS or 5000; never above 100,000)")
+    add_plan_args(p, optional=status, set_help="override a run-config key in every run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-one", help="train and evaluate one run config into its run directory")
     p.add_argument("config", help="run config YAML (partial; defaults fill the rest)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--run-dir", help="explicit run directory (default RESULTS/runs/<run id>)")
     p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")

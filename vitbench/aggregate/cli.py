@@ -6,18 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from vitbench.cliargs import add_plan_args, plan_from_args, results_dir
+
+SAME_SET = "the same overrides the runs were made with"
+
 
 def _plan(args: argparse.Namespace):  # noqa: ANN202 - Plan
-    from vitbench.plan.planner import make_plan
-
-    return make_plan(args.experiment, scale=args.scale, overrides=list(args.set or []), max_runs=args.max_runs,
-                     check_data=False)
-
-
-def _results(args: argparse.Namespace) -> Path:
-    from vitbench.cli import _results_dir
-
-    return _results_dir(args)
+    return plan_from_args(args, check_data=False)
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -28,7 +23,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.format not in ("md", "csv", "latex"):
         raise UserError(f"unknown format {args.format!r}; allowed: md, csv, latex", key="--format")
     plan = _plan(args)
-    return _emit(render(build_tables(plan, load_frame(plan, _results(args))), args.format), args.out)
+    return _emit(render(build_tables(plan, load_frame(plan, results_dir(args))), args.format), args.out)
 
 
 def _emit(text: str, out: str | None) -> int:
@@ -48,7 +43,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from vitbench.aggregate.tables import placeholders
 
     plan = _plan(args)
-    frame = load_frame(plan, _results(args))
+    frame = load_frame(plan, results_dir(args))
     out = Path(args.out or "plots")
     for spec in plot_specs(plan, placeholders(plan)):
         for path in draw(plan, frame, spec, out):
@@ -64,7 +59,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from vitbench.plan.planner import Plan
 
     plan = _plan(args)
-    results = _results(args)
+    results = results_dir(args)
     variant = make_variant(plan, variant_file=args.variant, overrides=list(args.variant_set or []))
     metric = args.metric or report_section(plan).get("compare_metric") or report_specs(plan)[0]["metric"]
     if not args.no_run:
@@ -79,39 +74,31 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from vitbench.aggregate.claims import claims_text
 
     plan = _plan(args)
-    return _emit(claims_text(plan, _results(args)), args.out)
+    return _emit(claims_text(plan, results_dir(args)), args.out)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from vitbench.cli import DEFAULT_RESULTS
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("experiment", help="experiment file")
-        p.add_argument("--scale", help="paper | small | micro | smoke (default: the file's default_scale)")
-        p.add_argument("--results", help=f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})")
-        p.add_argument("--max-runs", type=int, help="refuse grids larger than this")
+    def common(p: argparse.ArgumentParser, set_help: str | None = SAME_SET) -> None:
+        add_plan_args(p, set_help=set_help, data_root=False)
 
     p = sub.add_parser("table", help="paper-style table (mean ± std over seeds) from the run records")
     common(p)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides the runs were made with")
     p.add_argument("--format", default="md", help="md | csv | latex")
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figures (PNG + PDF) from the run records")
     common(p)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides the runs were made with")
     p.add_argument("--out", help="output folder (default ./plots)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("claims", help="the report's claims: numbers, Holm-adjusted tests and a computed verdict each")
     common(p)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides the runs were made with")
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("compare", help="run a new variant with the experiment's seeds; deltas vs each baseline")
-    common(p)
+    common(p, set_help=None)
     p.add_argument("--variant", help="partial run-config file: the variant's overlay on the experiment's base")
     p.add_argument("--set", dest="variant_set", action="append", metavar="KEY=VALUE",
                    help="the variant's overlay, key by key (repeatable)")

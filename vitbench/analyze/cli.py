@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from vitbench.cliargs import RESULTS_HELP, SCALE_HELP, results_dir
 from vitbench.errors import UserError
 
 PART_NAMES = {"filters": "filters", "pos": "pos", "pos-embed": "pos", "distance": "distance", "maps": "maps"}
@@ -43,19 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "RESULTS/analysis/<experiment>-<scale> for an experiment)")
     p.add_argument("--only", action="append", choices=sorted(PART_NAMES), metavar="PART",
                    help="only this analysis (repeatable): filters, pos, distance, maps")
-    p.add_argument("--scale", help="experiment scale: paper | small | micro | smoke (default: the file's)")
+    p.add_argument("--scale", help="experiment " + SCALE_HELP)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="experiment: the same overrides the runs were launched with (they change run ids)")
-    p.add_argument("--results", help="results directory (default $VITBENCH_RESULTS or ./runs)")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--data-root", help="root of real datasets for the sample images (default: the run's, "
                                        "else $VITBENCH_DATA)")
     p.add_argument("--device", default="cpu", help="cpu (default) | auto | cuda | cuda:N")
-
-
-def _results_dir(args: argparse.Namespace) -> Path:
-    from vitbench.cli import DEFAULT_RESULTS
-
-    return Path(args.results or os.environ.get("VITBENCH_RESULTS") or DEFAULT_RESULTS)
 
 
 def _device(spec: str) -> Any:
@@ -78,7 +72,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _analyze_run_dir(target, args, parts)
     if target.is_file():
         return _analyze_experiment(target, args, parts)
-    by_id = _results_dir(args) / "runs" / args.target
+    by_id = results_dir(args) / "runs" / args.target
     if "/" not in args.target and by_id.is_dir():
         return _analyze_run_dir(by_id, args, parts)
     raise UserError("no such run directory, run id or experiment file", file=args.target)
@@ -134,7 +128,7 @@ def _analyze_experiment(path: Path, args: argparse.Namespace, parts: tuple[str, 
     from vitbench.record.rundir import run_dir
 
     plan = make_plan(path, scale=args.scale, overrides=list(args.set or []), check_data=False)
-    results = _results_dir(args)
+    results = results_dir(args)
     device = _device(args.device)
     short = _short_labels(plan.varying)
     items, skipped, data_errors = [], {}, []

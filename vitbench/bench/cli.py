@@ -111,7 +111,7 @@ def _run_costs(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from vitbench.bench import measure, report
+    from vitbench.bench import machine as mach, measure, planning as plan_bench, report
 
     device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type not in ("cpu", "cuda"):
@@ -139,11 +139,11 @@ def _bench(args: argparse.Namespace) -> int:
                              dataset_size=args.dataset_size) for m in models}
 
     when = report.now()
-    machine = measure.machine_info(device)
-    machine["load_average_start"] = measure.load_average()
+    machine = mach.machine_info(device)
+    machine["load_average_start"] = mach.load_average()
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     log(f"peak {'bf16' if device_type == 'cuda' else 'fp32'} matmul on {machine['device_name']} ...")
-    peak = measure.peak_matmul_flops(device, n=args.peak_n)
+    peak = mach.peak_matmul_flops(device, n=args.peak_n)
     log(f"  {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
 
     results = []
@@ -155,7 +155,7 @@ def _bench(args: argparse.Namespace) -> int:
             from vitbench.data import dataset_info
 
             ncls = dataset_info("synthetic").num_classes
-            batch = measure.find_max_batch(lambda b: measure.cuda_batch_fits(
+            batch = mach.find_max_batch(lambda b: mach.cuda_batch_fits(
                 name, img_size=s["img_size"], num_classes=ncls, batch=b, device=device, precision=args.precision),
                 start=16, limit=args.max_batch)
             if batch == 0:
@@ -176,7 +176,7 @@ def _bench(args: argparse.Namespace) -> int:
     # The peak again at the end: on a shared machine the load can change during the run; MFU uses the
     # higher (less disturbed) of the two measurements.
     log("peak matmul again ...")
-    peak_end = measure.peak_matmul_flops(device, n=args.peak_n)
+    peak_end = mach.peak_matmul_flops(device, n=args.peak_n)
     peak = {**max(peak, peak_end, key=lambda p: p["flops_per_s"]),
             "start_flops_per_s": peak["flops_per_s"], "end_flops_per_s": peak_end["flops_per_s"]}
     for r in results:
@@ -186,12 +186,12 @@ def _bench(args: argparse.Namespace) -> int:
     if args.planning_runs:
         log("planning ...")
         sizes = tuple(dict.fromkeys([args.planning_runs, 100]))
-        planning = measure.bench_planning(sizes)
+        planning = plan_bench.bench_planning(sizes)
     aggregation = None
     if args.aggregation_runs:
         log("aggregation ...")
-        aggregation = measure.bench_aggregation(args.aggregation_runs)
-    machine["load_average_end"] = measure.load_average()
+        aggregation = plan_bench.bench_aggregation(args.aggregation_runs)
+    machine["load_average_end"] = mach.load_average()
     record = {
         "schema": report.SCHEMA,
         "date": when.isoformat(timespec="seconds"),

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitbench.bench.machine import optimizer_impl
 from vitbench.data.ops import pad_padding
 
 # vitbench's ViT sizes → timm's vit_base_patch16_224 overridden by kwargs (timm merges kwargs over its args)
@@ -242,8 +243,6 @@ class ReferenceTrainer:
         return {"data": t_data / n, "fwd_bwd": t_fb / n, "optimizer": t_opt / n}
 
     def describe(self) -> dict[str, Any]:
-        from vitbench.bench.measure import optimizer_impl
-
         return {"model_source": self.model_source, "params": self.params, "workers": self.workers,
                 "optimizer": f"timm.optim.create_optimizer_v2('adamw') -> {type(self.optimizer).__name__} "
                              f"({optimizer_impl(self.optimizer)})",

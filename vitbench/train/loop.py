@@ -8,6 +8,7 @@ exact step it went bad, at the cost of at most ``log_every`` wasted steps.
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -150,6 +151,15 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
 
 
 @torch.inference_mode()
+def at_resolution(model: nn.Module, img_size: int) -> nn.Module:
+    """The model itself at its own resolution, else a copy resized (the evaluation must not resize the trained one)."""
+    if getattr(model, "img_size", img_size) == img_size:
+        return model
+    other = copy.deepcopy(model)
+    other.set_img_size(img_size)
+    return other
+
+
 def extract(model: nn.Module, batches: Any, *, device: torch.device, precision: str = "auto",
             features: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-logit features (or logits) and labels over an evaluation iterator, kept on device."""

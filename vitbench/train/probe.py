@@ -3,7 +3,7 @@
 With ``eval.fewshot.every = k > 0`` the main rank scores the model every ``k`` pretraining steps,
 at the last step, and at step 0 of a run that starts from scratch, on a FIXED probe set:
 
-* the first few-shot dataset, at the few-shot resolution (``_at_resolution``, as the final
+* the first few-shot dataset, at the few-shot resolution (``at_resolution``, as the final
   evaluation), features from the same :func:`~vitbench.train.loop.extract`;
 * the configured shot counts and seeds, with the very draws the final evaluation makes
   (``sample_shots(train labels, k, shot_seed(seed, s))``): only those training images are extracted;
@@ -39,7 +39,7 @@ from torch import nn
 from vitbench.record.faults import fault_point
 from vitbench.spec.budget import epochs_of
 from vitbench.train.fewshot import fit_and_score, sample_shots, shot_seed
-from vitbench.train.loop import extract
+from vitbench.train.loop import at_resolution, extract
 
 EVENT = "fewshot"
 
@@ -111,15 +111,13 @@ class FewshotProbe:
         return self._sets
 
     def probe(self, step: int) -> dict[str, float] | None:
-        from vitbench.train.run import _at_resolution
-
         run, fs, model = self.run, self.fs, self.model
         was_training = model.training
         rng = _rng_snapshot()
         t0 = time.perf_counter()
         try:
             train_spec, test_spec, pos, num_classes, n_test = self._prepare()
-            net = _at_resolution(model, self.img)
+            net = at_resolution(model, self.img)
             xf, yf = extract(net, run._eval_batches(train_spec), device=run.device, precision=run.precision)
             xt, yt = extract(net, run._eval_batches(test_spec), device=run.device, precision=run.precision)
             if not (bool(torch.isfinite(xf).all()) and bool(torch.isfinite(xt).all())):

@@ -28,7 +28,7 @@ from vitbench.train.fewshot import fewshot_eval
 from vitbench.train.selection import summarise_finetune
 from vitbench.train import convergence
 from vitbench.train.timing import Phases
-from vitbench.train.loop import LoopResult, extract, top1, train_loop
+from vitbench.train.loop import LoopResult, at_resolution, extract, top1, train_loop
 from vitbench.train.probe import FewshotProbe, fewshot_curve
 from vitbench.train.optim import build_finetune_optimizer, build_pretrain_optimizer, build_schedule
 
@@ -245,7 +245,7 @@ class Run:
             if name in progress["fewshot"]:
                 continue
             img = fs["img_size"] or p["img_size"]
-            net = _at_resolution(model, img)
+            net = at_resolution(model, img)
             tr, dv, te = (self._dataset(name, split, img) for split in ("train", "dev", "test"))
             xf, yf = extract(net, self._eval_batches(tr), device=self.device, precision=self.precision)
             xd, yd = extract(net, self._eval_batches(dv), device=self.device, precision=self.precision)
@@ -357,11 +357,3 @@ def model_kwargs(m: dict[str, Any]) -> dict[str, Any]:
         kw.update(pos_embed=m["pos_embed"], pos_placement=m["pos_placement"], pool=m["pool"],
                   pre_logits=m["pre_logits"])
     return kw
-
-
-def _at_resolution(model: nn.Module, img_size: int) -> nn.Module:
-    if getattr(model, "img_size", img_size) == img_size:
-        return model
-    other = copy.deepcopy(model)
-    other.set_img_size(img_size)
-    return other

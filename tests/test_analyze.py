@@ -23,7 +23,7 @@ from vitbench.plan.planner import make_plan
 from vitbench.record.rundir import RunDir, run_dir
 from vitbench.spec.schema import default_config
 from vitbench.train.checkpoint import save_checkpoint
-from vitbench.train.run import model_kwargs
+from vitbench.models import config_kwargs as model_kwargs
 
 FIGS = ("embedding_filters", "pos_embed_similarity", "attention_distance", "attention_maps")
 

@@ -10,7 +10,7 @@ import torch
 from vitbench.models import count_flops, create_model
 from vitbench.plan.cost import estimated_flops, longest_first
 from vitbench.plan.planner import make_plan
-from vitbench.train.run import model_kwargs
+from vitbench.models import config_kwargs as model_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 

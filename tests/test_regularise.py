@@ -18,7 +18,8 @@ from vitbench.plan.ids import run_id
 from vitbench.record.rundir import RunDir
 from vitbench.spec.runconfig import resolve_run_config
 from vitbench.spec.schema import AUGMENT
-from vitbench.train.run import Run, model_kwargs
+from vitbench.models import config_kwargs as model_kwargs
+from vitbench.train.run import Run
 
 REG = {"crop": "pad_crop", "flip": True, "randaugment": "rand-m15-n2", "mixup": 0.8, "cutmix": 1.0}
 

@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _device(spec: str) -> Any:
-    from vitbench.train.run import resolve_device
+    from vitbench.train.loop import resolve_device
 
     try:
         return resolve_device(spec)

@@ -61,10 +61,9 @@ def _num_classes(state: dict[str, torch.Tensor]) -> int:
 def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run's model from ``config.yaml`` and its newest readable checkpoint (``ckpt/last.pt``,
     else ``ckpt/prev.pt``). UserError when the directory, the config or the checkpoint is missing."""
-    from vitbench.models import create_model, model_family
+    from vitbench.models import config_kwargs, create_model, model_family
     from vitbench.record.rundir import CONFIG, RunDir
     from vitbench.train.checkpoint import load_checkpoint
-    from vitbench.train.run import model_kwargs
 
     rd = RunDir(path)
     if not rd.path.is_dir():
@@ -76,7 +75,7 @@ def load_run(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedR
         name = cfg["model"]["name"]
         family = model_family(name)
         img_size = int(cfg["pretrain"]["img_size"])
-        kwargs = model_kwargs(cfg["model"])
+        kwargs = config_kwargs(cfg["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"config does not describe a model ({type(exc).__name__}: {exc})",
                         file=str(rd.file(CONFIG))) from None

@@ -139,3 +139,18 @@ def check_rate(name: str, key: str, value: Any) -> None:
 def check_bool(name: str, key: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name}: {key} must be true or false, got {value!r}")
+
+
+def config_kwargs(m: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``create_model`` options a run config's ``model`` section implies (ViT-only keys for ViT/hybrid)."""
+    # drop_path: stochastic depth for every family (ViT/hybrid blocks; BiT via timm ResNetV2 drop_path_rate)
+    kw: dict[str, Any] = {"dropout": m["dropout"], "drop_path": m.get("drop_path", 0.0)}
+    if model_family(m["name"]) in ("vit", "hybrid"):
+        kw.update(pos_embed=m["pos_embed"], pos_placement=m["pos_placement"], pool=m["pool"],
+                  pre_logits=m["pre_logits"])
+    return kw
+
+
+def from_config(m: Mapping[str, Any], *, num_classes: int, img_size: int) -> nn.Module:
+    """The model a run config's ``model`` section describes (the one place a config becomes a model)."""
+    return create_model(m["name"], num_classes=num_classes, img_size=img_size, **config_kwargs(m))

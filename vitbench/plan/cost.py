@@ -24,10 +24,10 @@ def estimated_flops(cfg: dict[str, Any]) -> float:
     (few-shot feature extraction is a forward pass over small sets, left out)."""
     from vitbench.data import dataset_info
     from vitbench.spec.budget import planned_steps
-    from vitbench.train.run import model_kwargs
+    from vitbench.models import config_kwargs
 
     m, p, ft = cfg["model"], cfg["pretrain"], cfg["eval"]["finetune"]
-    kw = json.dumps(model_kwargs(m), sort_keys=True)
+    kw = json.dumps(config_kwargs(m), sort_keys=True)
     steps = planned_steps(cfg)
     total = 3.0 * _forward_flops(m["name"], kw, p["img_size"], dataset_info(p["dataset"]).num_classes) \
         * (steps.get("pretrain") or 0) * p["batch_size"]

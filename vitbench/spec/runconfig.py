@@ -104,12 +104,11 @@ def resolve_run_config(partial: dict[str, Any], *, file: str | None = None,
 def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data: bool = True) -> None:
     """Cross-field checks the schema cannot express; raises UserError naming the key."""
     from vitbench.data import DataRootError, check_data_root, list_datasets, parse_augment
-    from vitbench.models import validate_model_kwargs
-    from vitbench.train.run import model_kwargs
+    from vitbench.models import config_kwargs, validate_model_kwargs
 
     m = cfg["model"]
     try:
-        validate_model_kwargs(m["name"], model_kwargs(m))
+        validate_model_kwargs(m["name"], config_kwargs(m))
     except (ValueError, KeyError) as exc:
         key = "model.name" if "model" in str(exc).lower() and "unknown" in str(exc).lower() else "model"
         raise UserError(_one_line(exc), file=file, key=key) from None

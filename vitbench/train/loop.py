@@ -39,6 +39,13 @@ class LoopResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def resolve_device(spec: str) -> torch.device:
+    """``runtime.device``: auto (CUDA when there is one) | cpu | cuda | cuda:N."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CUDA (``auto``/``bf16``); plain fp32 elsewhere unless bf16 is forced."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")

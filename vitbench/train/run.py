@@ -28,15 +28,9 @@ from vitbench.train.fewshot import fewshot_eval
 from vitbench.train.selection import summarise_finetune
 from vitbench.train import convergence
 from vitbench.train.timing import Phases
-from vitbench.train.loop import LoopResult, at_resolution, extract, top1, train_loop
+from vitbench.train.loop import LoopResult, at_resolution, extract, resolve_device, top1, train_loop
 from vitbench.train.probe import FewshotProbe, fewshot_curve
 from vitbench.train.optim import build_finetune_optimizer, build_pretrain_optimizer, build_schedule
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def _progress_bar(total: int, initial: int, desc: str, mode: str) -> Any | None:
@@ -101,13 +95,11 @@ class Run:
                             seed=0).iter_eval(self.cfg["runtime"]["eval_batch_size"])
 
     def build_model(self, num_classes: int) -> nn.Module:
-        from vitbench.models import create_model
+        from vitbench.models import from_config
 
-        m = self.cfg["model"]
         torch.manual_seed(self.cfg["seed"])
-        model = create_model(m["name"], num_classes=num_classes, img_size=self.cfg["pretrain"]["img_size"],
-                             **model_kwargs(m))
-        return model.to(self.device)
+        return from_config(self.cfg["model"], num_classes=num_classes,
+                           img_size=self.cfg["pretrain"]["img_size"]).to(self.device)
 
     # -- phases ---------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any] | None:
@@ -345,15 +337,3 @@ class Run:
         self.log(f"result written: {record['status']} {record['summary']}")
         distributed.shutdown(self.dist)
         return record
-
-
-def model_kwargs(m: dict[str, Any]) -> dict[str, Any]:
-    """The create_model keyword arguments a model config implies (ViT-only keys for ViT/hybrid)."""
-    from vitbench.models import model_family
-
-    # drop_path: stochastic depth for every family (ViT/hybrid blocks; BiT via timm ResNetV2 drop_path_rate)
-    kw: dict[str, Any] = {"dropout": m["dropout"], "drop_path": m.get("drop_path", 0.0)}
-    if model_family(m["name"]) in ("vit", "hybrid"):
-        kw.update(pos_embed=m["pos_embed"], pos_placement=m["pos_placement"], pool=m["pool"],
-                  pre_logits=m["pre_logits"])
-    return kw

@@ -219,8 +219,8 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that busy-wait collapse throughput 10-40x when the cores are shared (several
-    # runs on one node, measured in results/bench/); passive waiting costs little when they are not.
+    # OpenMP threads that busy-wait collapse throughput when cores are shared (README, Speed); passive
+    # waiting costs little when they are not.
     # torch is imported lazily below, so this takes effect; jobs inherit it through the environment.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()

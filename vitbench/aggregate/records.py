@@ -8,7 +8,6 @@ both as such, never as numbers.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def record_row(rec: dict[str, Any] | None) -> dict[str, Any]:
     return row
 
 
-def load_frame(plan: Plan, results: str | Path, *, states: dict[str, Any] | None = None) -> pd.DataFrame:
+def load_frame(plan: Plan, results: str | Path) -> pd.DataFrame:
     """One row per planned run: run_id, seed, the varying keys, state and every metric."""
     rows = []
     for run in plan.runs:
@@ -56,16 +55,9 @@ def load_frame(plan: Plan, results: str | Path, *, states: dict[str, Any] | None
         for key in plan.varying:
             row[key] = get_path(run.config, key)
         row.update(record_row(rec))
-        if rec is None and states is not None and run.run_id in states:
-            live = states[run.run_id].state
-            row["state"] = live if live not in ("new",) else "missing"
         rows.append(row)
     frame = pd.DataFrame(rows)
     for col in frame.columns:
         if col.startswith(("fewshot/", "finetune/", "pretrain/")):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
-
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

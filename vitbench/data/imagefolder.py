@@ -95,7 +95,10 @@ def _kind(e: os.DirEntry[str]) -> str:
 
 @lru_cache(maxsize=8)
 def _scan(root: str, folder: str, part: str) -> tuple[tuple[str, ...], np.ndarray, torch.Tensor]:
-    """(classes from train/, relative paths, labels) of ROOT/folder/part, sorted; cached per process."""
+    """(classes from train/, relative paths, labels) of ROOT/folder/part, sorted; cached per process.
+
+    Not torchvision's ``find_classes``/``make_dataset``: they list a broken symlink as an image, which then
+    fails at load time in the middle of a run; here it is skipped and counted before anything starts."""
     base = Path(root) / folder
     with os.scandir(base / "train") as it:
         classes = tuple(sorted(e.name for e in it if _kind(e) == "dir"))

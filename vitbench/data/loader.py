@@ -154,11 +154,6 @@ class BatchOrder:
             out[m] = self.epoch_perm(e)[offset[m]]
         return out
 
-    @property
-    def steps_per_epoch(self) -> float:
-        return self.n / self.batch_size
-
-
 def _aug_uniforms(seed: int, step: int, batch: int, device: torch.device) -> torch.Tensor:
     """(B, 8) uniforms for step ``step``: 0 flip, 1-2 pad-crop offsets, 3-6 random-resized box."""
     return uniforms(torch.arange(batch), derive_seed("augment", seed, step), 8).to(device, non_blocking=True)

@@ -9,9 +9,9 @@ arrangements of each: the arrangements of one multiset contain the same primitiv
 only in where they are. A bag-of-patches model (no position embedding, pooled) whose patches
 tile the cells can at best tell the multiset, not the arrangement (a ceiling of 1/4 of the
 task), while a model that knows where a patch is (position embeddings, or a CNN through the
-relative arrangement and zero padding) can read the whole layout. (With one multiset shared by
-all classes, a bag of patches gets no signal at all and a micro ViT, whose position embeddings
-start tiny, stays at chance: content that is partly informative gives it a way in.) Cells are rendered independently, so nothing bleeds across cell borders; with
+relative arrangement and zero padding) can read the whole layout. Content is partly informative on
+purpose: it gives a micro ViT, whose position embeddings start tiny, a way in (history in
+results/README.md). Cells are rendered independently, so nothing bleeds across cell borders; with
 img_size a multiple of 4·patch the patch grid refines the cell grid exactly.
 
 Per-image nuisance (so the task is not a lookup): random dark background colour and brightness
@@ -47,7 +47,8 @@ NUM_CLASSES = NUM_GROUPS * PER_GROUP
 DATA_SEED = 0  # the dataset's content seed: a constant, not the run seed
 P_CORRUPT = 0.1
 MIN_LAYOUT_DIST = 8  # cells in which two arrangements of one multiset (or one and the other's mirror) differ
-CONTRAST = (0.45, 0.65)  # foreground-background difference per channel, U(lo, hi); a weak contrast (0.2) keeps a micro ViT on its initial plateau for thousands of steps
+# foreground-background difference per channel, U(lo, hi); weaker (0.2) leaves a micro ViT on a long plateau
+CONTRAST = (0.45, 0.65)
 BG_MAX = 0.25  # background per channel U(0, BG_MAX): always darker than the foreground
 
 # Virtual pools: disjoint index ranges, all < 2**32.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import traceback
-from pathlib import Path
 from typing import Any
 
 import submitit
@@ -48,7 +47,8 @@ def _stop_poll(flag: _StopFlag) -> Any:
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    """Executes one planned run; picklable (config dict + run directory path)."""
+    """Executes one planned run; picklable (config dict + run directory path). On timeout or preemption the
+    inherited ``Checkpointable.checkpoint`` resubmits this same object: the training state is already on disk."""
 
     def __init__(self, config: dict[str, Any], run_dir: str) -> None:
         self.config = config
@@ -92,10 +92,6 @@ class RunJob(submitit.helpers.Checkpointable):
             raise
         return record["status"] if record else "done"
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # The training state is already on disk (the loop wrote it); resubmit the same call.
-        return submitit.helpers.DelayedSubmission(RunJob(self.config, self.run_dir))
-
 
 class RunGroupJob(submitit.helpers.Checkpointable):
     """Several runs in one array task (profile ``runs_per_task``): one process start-up for all, still
@@ -122,9 +118,3 @@ class RunGroupJob(submitit.helpers.Checkpointable):
             raise failed
         return statuses
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(RunGroupJob(self.jobs))
-
-
-def job_record_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "job.json"

@@ -182,23 +182,17 @@ def wait_for_plan(plan: Plan, results: Path, *, out: Any = None, poll_s: float =
 
 
 def wait_for(jobs: list[Any], *, out: Any = None, poll_s: float = 2.0) -> None:
-    """Block until every job ends, printing progress when it changes; failures do not raise
+    """Block until every job ends (submitit's ``as_completed``), printing progress; failures do not raise
     (they are recorded in the run directories and shown by ``vitbench status``)."""
+    from submitit.helpers import as_completed
+
     out = sys.stdout if out is None else out  # resolved per call: stdout may be replaced (capture, redirect)
-    last = ""
-    while True:
-        done = sum(1 for j in jobs if j.done())
-        line = f"{done}/{len(jobs)} jobs finished"
-        if line != last:
-            print(line, file=out, flush=True)
-            last = line
-        if done == len(jobs):
-            break
-        time.sleep(poll_s)
+    print(f"0/{len(jobs)} jobs finished", file=out, flush=True)
     failed = 0
-    for j in jobs:
+    for n, job in enumerate(as_completed(jobs, poll_frequency=poll_s), 1):
+        print(f"{n}/{len(jobs)} jobs finished", file=out, flush=True)
         try:
-            j.result()
+            job.result()
         except Exception:  # the run directory has the reason; status shows it
             failed += 1
     if failed:

@@ -16,14 +16,14 @@ from vitbench.spec.schema import RUNTIME_KEY
 ID_LENGTH = 12
 
 
-def identity(cfg: dict[str, Any]) -> dict[str, Any]:
+def defining_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of a run config that defines the run."""
     return {k: v for k, v in cfg.items() if k != RUNTIME_KEY}
 
 
 def canonical(cfg: dict[str, Any]) -> str:
     # floats print via repr, so 0.001 and 1e-3 (both parsed to the same float) hash the same
-    return json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(defining_config(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def run_id(cfg: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The run-config schema: every key a run accepts, its type, default and meaning.
 
 A *run config* is a nested dict (YAML on disk). Everything outside ``runtime`` defines the
-run and feeds its id (see ``vitbench.plan.run_id``); ``runtime`` holds site and speed knobs
+run and feeds its id (see ``vitbench.plan.ids.run_id``); ``runtime`` holds site and speed knobs
 (device, data root, checkpoint cadence) that must not change which run directory a run uses.
 
 Like vision_transformer's base config, every field carries a comment: ``help``.
@@ -122,7 +122,7 @@ SCHEMA: dict[str, Any] = {
         "checkpoint_every": Field(INT, 100, "pretraining steps between checkpoints", minimum=1),
         "log_every": Field(INT, 25, "steps between metric lines (and host syncs)", minimum=1),
         "threads": Field(INT, 0, "CPU threads for torch; 0 = SLURM_CPUS_PER_TASK if set, else torch's default. "
-                         "Small models on a shared CPU: 1 (threads spin-waiting on a busy core cost 5x)", minimum=0),
+                         "Small models on a shared CPU: 1 (spin-waiting threads on shared cores: README, Speed)", minimum=0),
         "compile": Field(BOOL, False, "torch.compile the model (only where measured faster)"),
         "precision": Field(STR, "auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
                            choices=("auto", "fp32", "bf16")),
@@ -206,8 +206,7 @@ def check_value(f: Field, value: Any, *, file: str | None, key: str) -> Any:
     return value
 
 
-def validate_structure(cfg: Any, *, file: str | None = None, partial: bool = False,
-                       prefix: str = "") -> dict[str, Any]:
+def validate_structure(cfg: Any, *, file: str | None = None, prefix: str = "") -> dict[str, Any]:
     """Check keys and leaf types of a (possibly partial) run config; returns a normalised copy.
 
     Raises UserError naming the file, the dotted key and what is allowed.
@@ -224,7 +223,7 @@ def validate_structure(cfg: Any, *, file: str | None = None, partial: bool = Fal
             raise UserError(f"unknown key; allowed here: {', '.join(sorted(node))}", file=file, key=path)
         sub = node[key]
         if isinstance(sub, dict):
-            out[key] = validate_structure(value, file=file, partial=partial, prefix=path)
+            out[key] = validate_structure(value, file=file, prefix=path)
         else:
             out[key] = check_value(sub, value, file=file, key=path)
     return out

@@ -60,7 +60,7 @@ def test_bad_profile_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     code = main(["run", "ablations/pos_embed.yaml", "--scale", "smoke", "--results", str(tmp_path / "r"),
                  "--profile", str(prof)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and f"{prof}: time_min: must be >= 0" in err
+    assert code == 2 and err.endswith(f"{prof}: time_min: must be >= 1, got -5")
     prof.write_text("partitoin: gpu\n")
     assert main(["run", "ablations/pos_embed.yaml", "--scale", "smoke", "--profile", str(prof)]) == 2
     assert "partitoin: unknown key; allowed: partition" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,28 +12,30 @@ from typing import Any
 
 from vitbench.errors import CONTROL, UserError
 from vitbench.spec.runconfig import read_yaml
+from vitbench.spec.schema import BOOL, INT, LIST, STR, Field, check_value
 
-# key: (types, default, help)
-PROFILE_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
-    "partition": ((str,), None, "SLURM partition"),
-    "account": ((str,), None, "SLURM account"),
-    "qos": ((str,), None, "quality of service"),
-    "constraint": ((str,), None, "node feature constraint, e.g. 'a100|h100'"),
-    "nodes": ((int,), 1, "nodes per run"),
-    "tasks_per_node": ((int,), 1, "processes per node (= GPUs per node for DDP)"),
-    "gpus_per_node": ((int,), 0, "GPUs per node"),
-    "cpus_per_task": ((int,), 1, "CPU cores per process"),
-    "mem_gb": ((int, float), 4, "memory per node in GB"),
-    "time_min": ((int,), 60, "time limit per job in minutes (submitit's own default is 5: always set it)"),
-    "array_parallelism": ((int,), 16, "how many tasks of one array run at once"),
-    "runs_per_task": ((int,), 1, "runs one array task executes one after another (one start-up for all; "
-                      "one record per run, each resumable)"),
-    "signal_delay_s": ((int,), 90, "SIGUSR2 this long before the time limit: checkpoint and requeue"),
-    "max_requeues": ((int,), 3, "timeouts after which a run is not requeued again"),
-    "setup": ((list,), [], "shell lines run before the job (module load ..., source env): shell BY DESIGN"),
-    "additional": ((dict,), {}, "extra sbatch options: {long-option-name: value} (e.g. {exclude: node12})"),
-    "use_srun": ((bool,), True, "launch tasks through srun (needed for several tasks per node)"),
-    "description": ((str,), "", "what this profile is for"),
+# One leaf per key, the run-config schema's Field (type, default, help, minimum); a null default is nullable.
+PROFILE_KEYS: dict[str, Field] = {
+    "partition": Field(STR, None, "SLURM partition", nullable=True),
+    "account": Field(STR, None, "SLURM account", nullable=True),
+    "qos": Field(STR, None, "quality of service", nullable=True),
+    "constraint": Field(STR, None, "node feature constraint, e.g. 'a100|h100'", nullable=True),
+    "nodes": Field(INT, 1, "nodes per run", minimum=1),
+    "tasks_per_node": Field(INT, 1, "processes per node (= GPUs per node for DDP)", minimum=1),
+    "gpus_per_node": Field(INT, 0, "GPUs per node", minimum=0),
+    "cpus_per_task": Field(INT, 1, "CPU cores per process", minimum=1),
+    "mem_gb": Field((int, float), 4, "memory per node in GB", minimum=0),
+    "time_min": Field(INT, 60, "time limit per job in minutes (submitit's own default is 5: always set it)", minimum=1),
+    "array_parallelism": Field(INT, 16, "how many tasks of one array run at once", minimum=1),
+    "runs_per_task": Field(INT, 1, "runs one array task executes one after another (one start-up for all; "
+                           "one record per run, each resumable)", minimum=1),
+    "signal_delay_s": Field(INT, 90, "SIGUSR2 this long before the time limit: checkpoint and requeue", minimum=0),
+    "max_requeues": Field(INT, 3, "timeouts after which a run is not requeued again", minimum=0),
+    "setup": Field(LIST, [], "shell lines run before the job (module load ..., source env): shell BY DESIGN",
+                   item_type=str),
+    "additional": Field((dict,), {}, "extra sbatch options: {long-option-name: value} (e.g. {exclude: node12})"),
+    "use_srun": Field(BOOL, True, "launch tasks through srun (needed for several tasks per node)"),
+    "description": Field(STR, "", "what this profile is for"),
 }
 
 
@@ -130,22 +133,11 @@ def load_profile(name: str) -> Profile:
     file = str(path)
     if not isinstance(raw, dict):
         raise UserError(f"must be a mapping of {', '.join(PROFILE_KEYS)}", file=file)
-    values: dict[str, Any] = {}
-    for key, (types, default, _) in PROFILE_KEYS.items():
-        values[key] = default
+    values: dict[str, Any] = {key: copy.deepcopy(f.default) for key, f in PROFILE_KEYS.items()}
     for key, value in raw.items():
         if key not in PROFILE_KEYS:
             raise UserError(f"unknown key; allowed: {', '.join(PROFILE_KEYS)}", file=file, key=str(key))
-        types = PROFILE_KEYS[key][0]
-        if value is None and PROFILE_KEYS[key][1] is None:
-            continue
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            names = " or ".join(t.__name__ for t in types)
-            raise UserError(f"must be {names}, got {value!r:.40}", file=file, key=str(key))
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise UserError(f"must be >= 0, got {value}", file=file, key=str(key))
-        if key == "setup" and not all(isinstance(line, str) for line in value):
-            raise UserError("must be a list of shell lines (strings)", file=file, key=key)
+        value = check_value(PROFILE_KEYS[key], value, file=file, key=key)
         if key == "setup":
             for i, line in enumerate(value):  # shell by design; one list item is one line of it
                 if "\x00" in line or "\n" in line or "\r" in line:
@@ -156,7 +148,4 @@ def load_profile(name: str) -> Profile:
         elif key == "additional":
             _check_additional(value, file)
         values[key] = value
-    for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min", "array_parallelism", "runs_per_task"):
-        if values[key] < 1:
-            raise UserError(f"must be >= 1, got {values[key]}", file=file, key=key)
     return Profile(name=path.stem, path=path, values=values)

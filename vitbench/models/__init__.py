@@ -17,11 +17,11 @@ from vitbench.models.bit import BiT
 from vitbench.models.flops import count_flops, count_params
 from vitbench.models.hybrid import HybridViT
 from vitbench.models.pos_embed import PLACEMENTS, POS_EMBEDS
-from vitbench.models.registry import (config_kwargs, create_model, from_config, list_models, model_defaults, model_family,
+from vitbench.models.registry import (VIT_DEFAULTS, config_kwargs, create_model, from_config, list_models, model_defaults, model_family,
                                       validate_model_kwargs)
 from vitbench.models.vit import POOLS, VisionTransformer
 
 __all__ = [
-    "BiT", "HybridViT", "PLACEMENTS", "POOLS", "POS_EMBEDS", "VisionTransformer", "count_flops", "count_params",
+    "BiT", "HybridViT", "PLACEMENTS", "POOLS", "POS_EMBEDS", "VIT_DEFAULTS", "VisionTransformer", "count_flops", "count_params",
     "config_kwargs", "create_model", "from_config", "list_models", "model_defaults", "model_family", "validate_model_kwargs",
 ]

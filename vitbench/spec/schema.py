@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitbench.errors import UserError
+from vitbench.models import PLACEMENTS, POOLS, POS_EMBEDS, VIT_DEFAULTS  # the models own their options
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,15 @@ SCHEMA: dict[str, Any] = {
     "seed": Field(INT, 0, "run seed: model init, data order, augmentation, few-shot draws", minimum=0),
     "model": {
         "name": Field(STR, "ViT-micro/4", "registered model name, e.g. ViT-B/16, BiT-R50x1, R50+B/16, ViT-micro/4"),
-        "pos_embed": Field(STR, "learned_1d", "ViT position embedding (paper Table 8)",
-                           choices=("none", "learned_1d", "learned_2d", "relative", "sincos_2d")),
-        "pos_placement": Field(STR, "stem", "where position embeddings are added (Table 8 columns)",
-                               choices=("stem", "every_layer", "every_layer_shared")),
-        "pool": Field(STR, "cls", "representation: [class] token or global average pooling (App. D.3)", choices=("cls", "gap")),
-        "pre_logits": Field(BOOL, True, "paper's pretraining head: Linear(D,D)+tanh before the classifier"),
-        "dropout": Field(FLOAT, 0.0, "dropout rate (paper: 0.1 for ImageNet/21k pretraining, 0 for JFT)", minimum=0.0),
-        "drop_path": Field(FLOAT, 0.0, "stochastic depth rate of the last block, linear in depth (timm DropPath); "
+        "pos_embed": Field(STR, VIT_DEFAULTS["pos_embed"], "ViT position embedding (paper Table 8)", choices=POS_EMBEDS),
+        "pos_placement": Field(STR, VIT_DEFAULTS["pos_placement"], "where position embeddings are added (Table 8 columns)",
+                               choices=PLACEMENTS),
+        "pool": Field(STR, VIT_DEFAULTS["pool"], "representation: [class] token or global average pooling (App. D.3)",
+                      choices=POOLS),
+        "pre_logits": Field(BOOL, VIT_DEFAULTS["pre_logits"], "paper's pretraining head: Linear(D,D)+tanh before the classifier"),
+        "dropout": Field(FLOAT, VIT_DEFAULTS["dropout"], "dropout rate (paper: 0.1 for ImageNet/21k pretraining, 0 for JFT)",
+                         minimum=0.0),
+        "drop_path": Field(FLOAT, VIT_DEFAULTS["drop_path"], "stochastic depth rate of the last block, linear in depth (timm DropPath); "
                            "paper: 0", minimum=0.0),
     },
     "pretrain": {

@@ -14,6 +14,7 @@ from typing import Callable
 
 from vitbench.cliargs import RESULTS_HELP, add_plan_args, plan_from_args, results_dir
 from vitbench.errors import UserError
+from vitbench.spec.yamlio import value_text
 
 
 def cmd_run_one(args: argparse.Namespace) -> int:
@@ -49,7 +50,7 @@ def _plan_table(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState
     rows = []
     for r in plan.runs:
         st = states[r.run_id]
-        rows.append([r.run_id, *(_fmt(v) for v in plan.labels(r).values()), st.state, st.detail])
+        rows.append([r.run_id, *(value_text(v) for v in plan.labels(r).values()), st.state, st.detail])
     return tabulate(rows, headers=["run", *plan.varying, "state", "detail"], tablefmt="simple")
 
 
@@ -77,9 +78,6 @@ def plan_json(plan, states) -> str:  # noqa: ANN001 - Plan, dict[str, RunState]
              "steps": planned_steps(r.config)} for r in plan.runs]
     return json.dumps(rows, indent=1, allow_nan=False)
 
-
-def _fmt(v: object) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

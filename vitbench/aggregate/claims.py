@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from vitbench.errors import UserError
+from vitbench.spec.yamlio import value_text
 from vitbench.record.metrics import check_metric
 from vitbench.plan.planner import Plan
 from vitbench.record.rundir import RESULT, read_json, run_dir
@@ -217,14 +218,11 @@ def _select(groups: list[Group], selector: dict[str, Any]) -> list[int]:
     return out
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
 
 def _values_text(groups: list[Group], key: str) -> str:
     seen: list[str] = []
     for g in groups:
-        t = _fmt(g.point[key])
+        t = value_text(g.point[key])
         if t not in seen:
             seen.append(t)
     return ", ".join(seen)
@@ -383,7 +381,7 @@ def _resolve(claim: Claim, keys: list[str], groups: list[Group], err: Any) -> No
             for g in (*claim.subject, *claim.reference):
                 v = groups[g].point[free]
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                    raise err(f"tuned_lower compares log10 of the tuned value; {free}={_fmt(v)} is not a positive "
+                    raise err(f"tuned_lower compares log10 of the tuned value; {free}={value_text(v)} is not a positive "
                               "number", "key")
 
 
@@ -458,11 +456,11 @@ def _shown(groups: list[Group], involved: list[int], drop: tuple[str, ...] = ())
 
 
 def _label(groups: list[Group], g: int, keys: list[str]) -> str:
-    return "/".join(_fmt(groups[g].point[k]) for k in keys) or "base"
+    return "/".join(value_text(groups[g].point[k]) for k in keys) or "base"
 
 
 def _point(groups: list[Group], g: int, drop: tuple[str, ...] = ()) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in groups[g].point.items() if k not in drop) or "base"
+    return ", ".join(f"{k}={value_text(v)}" for k, v in groups[g].point.items() if k not in drop) or "base"
 
 
 def _by_seed(data: Data, group: Group, metric: str) -> dict[int, float]:
@@ -599,7 +597,7 @@ def _eval_tuned_lower(ev: Evaluation, data: Data, groups: list[Group]) -> None:
     subj = _tuned_per_seed(data, groups, c.subject, key, dev)
     ref = _tuned_per_seed(data, groups, c.reference, key, dev)
     for name, picked, tuned in (("subject", c.subject, subj), ("reference", c.reference, ref)):
-        per = ", ".join(f"{s}: {_fmt(v)}" for s, v in tuned.items()) or "none"
+        per = ", ".join(f"{s}: {value_text(v)}" for s, v in tuned.items()) or "none"
         ev.notes.append(f"{name} ({_point(groups, picked[0], (key,))}): tuned {key} on {dev} by seed — {per}")
     a, b = _pair({s: math.log10(v) for s, v in subj.items()}, {s: math.log10(v) for s, v in ref.items()})
     ev.comparisons.append(Comparison(f"log10 tuned {key}: subject vs reference", "lt", 0.0, paired_test(a, b, "lt")))
@@ -612,7 +610,7 @@ def _eval_tuned_within(ev: Evaluation, data: Data, groups: list[Group]) -> None:
     s = _tuned_by_mean(data, groups, c.subject, dev)
     r = _tuned_by_mean(data, groups, c.reference, dev)
     for name, picked, g in (("subject", c.subject, s), ("reference", c.reference, r)):
-        at = "none (no dev values)" if g is None else _fmt(groups[g].point[key])
+        at = "none (no dev values)" if g is None else value_text(groups[g].point[key])
         ev.notes.append(f"{name} ({_point(groups, picked[0], (key,))}): tuned {key} (best mean {dev}) = {at}")
     a_all = _by_seed(data, groups[s], c.metric) if s is not None else {}
     b_all = _by_seed(data, groups[r], c.metric) if r is not None else {}
@@ -638,15 +636,15 @@ def _eval_positive_then_shrinks(ev: Evaluation, data: Data, groups: list[Group])
         b_all = _by_seed(data, groups[ref[repr(v)]], c.metric)
         diffs[repr(v)] = {s: a_all[s] - b_all[s] for s in sorted(set(a_all) & set(b_all))}
     ev.notes.append(f"mean subject − reference by {along}: " + ", ".join(
-        f"{_fmt(v)}: {_num(_mean(diffs[repr(v)].values()), True)}" for v in values))
+        f"{value_text(v)}: {_num(_mean(diffs[repr(v)].values()), True)}" for v in values))
     if len(values) >= 2:
         lo, hi = values[0], values[-1]
         sl, rl = subj[repr(lo)], ref[repr(lo)]
         a, b = _pair(_by_seed(data, groups[sl], c.metric), _by_seed(data, groups[rl], c.metric))
-        ev.comparisons.append(Comparison(f"subject − reference at {along}={_fmt(lo)}", "gt", 0.0,
+        ev.comparisons.append(Comparison(f"subject − reference at {along}={value_text(lo)}", "gt", 0.0,
                                          paired_test(a, b, "gt")))
         a, b = _pair(diffs[repr(hi)], diffs[repr(lo)])
-        ev.comparisons.append(Comparison(f"(subject − reference) at {_fmt(hi)} vs at {_fmt(lo)}", "lt", 0.0,
+        ev.comparisons.append(Comparison(f"(subject − reference) at {value_text(hi)} vs at {value_text(lo)}", "lt", 0.0,
                                          paired_test(a, b, "lt")))
     ev.runs_line, ev.blockers = _problems(data, groups, [*c.subject, *c.reference], [c.metric])
 
@@ -792,8 +790,8 @@ def render_claims(plan: Plan, evaluations: list[Evaluation]) -> str:
 
 def _sel(v: Any) -> str:
     if isinstance(v, list):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return _fmt(v)
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    return value_text(v)
 
 
 def claims_text(plan: Plan, results: str | Path) -> str:

@@ -28,6 +28,7 @@ from vitbench.errors import UserError
 from vitbench.record.metrics import check_metric
 from vitbench.plan.planner import Plan
 from vitbench.spec.schema import get_path
+from vitbench.spec.yamlio import value_text
 
 REPORT_KEYS = ("title", "metric", "rows", "cols", "tune", "kind", "metrics")
 KINDS = ("grid", "compute")
@@ -169,11 +170,7 @@ def _cell(frame: pd.DataFrame, metric: str) -> Cell:
 
 
 def _fmt_key(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if v is None:
-        return "all"
-    return str(v)
+    return "all" if v is None else value_text(v)
 
 
 def _row_frame(plan: Plan, frame: pd.DataFrame, key: str, value: Any) -> pd.DataFrame:

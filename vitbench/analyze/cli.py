@@ -16,6 +16,7 @@ from typing import Any
 
 from vitbench.cliargs import RESULTS_HELP, SCALE_HELP, results_dir
 from vitbench.errors import UserError
+from vitbench.spec.yamlio import value_text
 
 PART_NAMES = {"filters": "filters", "pos": "pos", "pos-embed": "pos", "distance": "distance", "maps": "maps"}
 DEFAULT_IMAGES = 128  # the paper averages attention distances over 128 example images
@@ -117,9 +118,6 @@ def _short_labels(keys: list[str]) -> dict[str, str]:
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
 
 def _analyze_experiment(path: Path, args: argparse.Namespace, parts: tuple[str, ...]) -> int:
     from vitbench.analyze.output import write_comparison
@@ -134,7 +132,7 @@ def _analyze_experiment(path: Path, args: argparse.Namespace, parts: tuple[str, 
     items, skipped, data_errors = [], {}, []
     cache: ImageCache = {}
     for r in plan.runs:
-        label = ", ".join(f"{short[k]}={_fmt(v)}" for k, v in plan.labels(r).items()) or r.run_id
+        label = ", ".join(f"{short[k]}={value_text(v)}" for k, v in plan.labels(r).items()) or r.run_id
         rd = run_dir(results, r.run_id)
         if not (rd / "ckpt").is_dir():
             skipped[r.run_id] = f"{label}: no checkpoint"

@@ -18,12 +18,12 @@ Experiment CSVs carry two leading columns, ``run_id`` and ``label``.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from vitbench.analyze import figures
 from vitbench.analyze.runs import RunAnalysis
+from vitbench.record.rundir import atomic_write_json
 
 STEMS = {"filters": "embedding_filters", "pos": "pos_embed_similarity", "distance": "attention_distance",
          "maps": "attention_maps"}
@@ -153,8 +153,7 @@ def _summary(res: RunAnalysis) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    atomic_write_json(path, obj)  # a reader (or a second analyze) never sees half a summary
 
 
 # ---- an experiment: the same figure side by side --------------------------------------------------------------

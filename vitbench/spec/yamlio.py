@@ -204,3 +204,8 @@ def loads(text: str) -> Any:
     finally:
         loader.dispose()
     return _unshare(data) if loader.had_alias else data
+
+
+def value_text(v: Any) -> str:
+    """A config value as a grid label shows it: floats in %g (3e-3, not 0.003), everything else as str."""
+    return f"{v:g}" if isinstance(v, float) else str(v)

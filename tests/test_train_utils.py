@@ -133,3 +133,18 @@ def test_a_kill_between_the_checkpoint_renames_leaves_a_loadable_last(tmp_path, 
     payload = ck.load_checkpoint(tmp_path, log=lambda m: None)
     assert payload is not None and payload["step"] in (2, 3)
     assert not list(tmp_path.glob(".*.tmp"))  # no litter after the next start
+
+
+def test_extract_runs_without_autograd_and_at_resolution_keeps_the_trained_model() -> None:
+    from vitbench.models import create_model
+    from vitbench.train.loop import at_resolution, extract
+
+    model = create_model("ViT-nano/4", num_classes=3, img_size=16)
+    x, y = torch.rand(4, 3, 16, 16), torch.arange(4)
+    feats, labels = extract(model, [(x, y)], device=torch.device("cpu"))
+    assert feats.shape == (4, 32) and torch.equal(labels, y)
+    assert torch.is_inference(feats) and not feats.requires_grad  # no graph kept for evaluation features
+    assert at_resolution(model, 16) is model
+    other = at_resolution(model, 32)
+    assert other is not model and model.img_size == 16 and other.img_size == 32
+    assert not torch.is_inference(next(other.parameters()))  # a normal model, not inference tensors

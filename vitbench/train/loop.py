@@ -157,7 +157,6 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
     return LoopResult("ok", total_steps, last_loss, timings={"data_s": t_data, "step_s": t_step})
 
 
-@torch.inference_mode()
 def at_resolution(model: nn.Module, img_size: int) -> nn.Module:
     """The model itself at its own resolution, else a copy resized (the evaluation must not resize the trained one)."""
     if getattr(model, "img_size", img_size) == img_size:
@@ -167,6 +166,7 @@ def at_resolution(model: nn.Module, img_size: int) -> nn.Module:
     return other
 
 
+@torch.inference_mode()
 def extract(model: nn.Module, batches: Any, *, device: torch.device, precision: str = "auto",
             features: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-logit features (or logits) and labels over an evaluation iterator, kept on device."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from vitbench.bench.machine import optimizer_impl, sync_fn
 from vitbench.bench.reference import ImageArrayDataset, forever, make_dataloader, reference_transforms
@@ -164,9 +163,9 @@ class VitbenchTrainer:
         return dt
 
     def split(self, n: int, sync: Callable[[], None]) -> dict[str, float]:
-        """Instrumented steps, the ops of ``train_loop``'s step one by one with a sync between the parts:
-        mean seconds of data (``get_batch``) / forward+loss+zero_grad+backward / clip+optimizer+scheduler."""
-        from vitbench.train.loop import autocast_for
+        """Instrumented steps, ``train_loop``'s two step halves with a sync between the parts: mean seconds of
+        data (``get_batch``) / ``forward_backward`` / ``optimizer_step``."""
+        from vitbench.train.loop import forward_backward, optimizer_step
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         pending = []
@@ -178,17 +177,11 @@ class VitbenchTrainer:
                 x, y = self.source.get_batch(step)
                 sync()
                 t1 = time.perf_counter()
-                with autocast_for(self.device, self.precision):
-                    logits = self.net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = forward_backward(self.net, x, y, self.optimizer, device=self.device, precision=self.precision,
+                                        label_smoothing=self.label_smoothing)
                 sync()
                 t2 = time.perf_counter()
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
+                optimizer_step(params, self.optimizer, self.scheduler, self.grad_clip)
                 pending.append(loss.detach())
                 sync()
                 t3 = time.perf_counter()

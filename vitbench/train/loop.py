@@ -54,6 +54,27 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
+def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
+                     device: torch.device, precision: str, label_smoothing: float) -> torch.Tensor:
+    """The first half of a training step: forward, loss, fresh gradients. Returns the loss (on device)."""
+    with autocast_for(device, precision):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y,  # soft (mixed) targets are already smoothed
+                           label_smoothing=0.0 if y.is_floating_point() else label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
+def optimizer_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, grad_clip: float) -> None:
+    """The second half: clip the global gradient norm (0 = off), step the optimiser and the schedule."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
 def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, *, start_step: int, total_steps: int,
                device: torch.device, precision: str = "auto", grad_clip: float = 1.0,
@@ -118,16 +139,9 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
         if batch_transform is not None:
             x, y = batch_transform(x, y)
         t1 = time.perf_counter()
-        with autocast_for(device, precision):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y,  # soft (mixed) targets are already smoothed
-                               label_smoothing=0.0 if y.is_floating_point() else label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        scheduler.step()
+        loss = forward_backward(model, x, y, optimizer, device=device, precision=precision,
+                                label_smoothing=label_smoothing)
+        optimizer_step(params, optimizer, scheduler, grad_clip)
         pending.append(loss.detach())
         t_data += t1 - t0
         t_step += time.perf_counter() - t1

@@ -76,7 +76,6 @@ def bench_model(name: str, *, device: torch.device, img_size: int, batch: int, s
                 split_steps: int | None = None, split_steps_per_repeat: int = 2,
                 max_segment_s: float = math.inf, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure vitbench, the reference (one per worker count) and the ablation variants on one model."""
-    from vitbench.bench.reference import ReferenceTrainer
     from vitbench.data import get_dataset
     from vitbench.models import count_flops, create_model, model_family
 
@@ -89,25 +88,9 @@ def bench_model(name: str, *, device: torch.device, img_size: int, batch: int, s
     del meta_model
     sync = sync_fn(device)
 
-    trainers: dict[str, Any] = {}
-    trainers["vitbench"] = VitbenchTrainer(name, dataset=ds, device=device, batch_size=batch, augment=augment,
-                                           precision=precision)
-    default_impl = optimizer_impl(trainers["vitbench"].optimizer)
-    refs = []
-    for w in ref_workers:
-        key = f"reference(workers={w})"
-        trainers[key] = ReferenceTrainer(name, dataset=ds, device=device, batch_size=batch, workers=w,
-                                         augment=augment)
-        refs.append(key)
-    variants = ablation_variants(family, device, ablations, ref_workers, default_impl)
-    for label, v in variants.items():
-        kw = dict(dataset=ds, device=device, batch_size=batch, augment=augment, precision=precision)
-        if v.omp_wait_policy is not None:
-            trainers[label] = ChildTrainer({"OMP_WAIT_POLICY": v.omp_wait_policy},
-                                           v.threads or torch.get_num_threads(), name=name,
-                                           variant=replace(v, threads=None), **kw)
-        else:
-            trainers[label] = VitbenchTrainer(name, variant=v, **kw)
+    trainers, refs, variants, default_impl = _trainers(name, family, ds, device=device, batch=batch, augment=augment,
+                                                       precision=precision, ref_workers=ref_workers,
+                                                       ablations=ablations)
 
     # Warm-up (first-step allocation, worker start, compilation), then the instrumented pass (memory).
     warm_s: dict[str, float] = {}
@@ -183,8 +166,52 @@ def bench_model(name: str, *, device: torch.device, img_size: int, batch: int, s
         "ratio": _median(per_repeat), "ratio_repeats": per_repeat,
         "ratio_vs": {k: _median([a / b for a, b in zip(ips["vitbench"], ips[k])]) for k in refs},
     }
+    result["ablations"] = _ablation_entries(result, variants, summary, ips, warm_s, warmup=warmup, batch=batch,
+                                            family=family, device=device, precision=precision,
+                                            default_impl=default_impl, optimizer=trainers["vitbench"].optimizer,
+                                            ablations=ablations)
+    for tr in trainers.values():
+        tr.close()
+    result["wall_s"] = time.perf_counter() - t_start
+    return result
+
+
+def _trainers(name: str, family: str, ds: Any, *, device: torch.device, batch: int, augment: dict[str, Any] | None,
+              precision: str, ref_workers: list[int], ablations: set[str]) -> tuple[dict[str, Any], list[str],
+                                                                                     dict[str, Variant], str]:
+    """Every method of one model by label: vitbench, one reference per worker count, the ablation variants."""
+    from vitbench.bench.reference import ReferenceTrainer
+
+    trainers: dict[str, Any] = {}
+    trainers["vitbench"] = VitbenchTrainer(name, dataset=ds, device=device, batch_size=batch, augment=augment,
+                                           precision=precision)
+    default_impl = optimizer_impl(trainers["vitbench"].optimizer)
+    refs = []
+    for w in ref_workers:
+        key = f"reference(workers={w})"
+        trainers[key] = ReferenceTrainer(name, dataset=ds, device=device, batch_size=batch, workers=w,
+                                         augment=augment)
+        refs.append(key)
+    variants = ablation_variants(family, device, ablations, ref_workers, default_impl)
+    for label, v in variants.items():
+        kw = dict(dataset=ds, device=device, batch_size=batch, augment=augment, precision=precision)
+        if v.omp_wait_policy is not None:
+            trainers[label] = ChildTrainer({"OMP_WAIT_POLICY": v.omp_wait_policy},
+                                           v.threads or torch.get_num_threads(), name=name,
+                                           variant=replace(v, threads=None), **kw)
+        else:
+            trainers[label] = VitbenchTrainer(name, variant=v, **kw)
+    return trainers, refs, variants, default_impl
+
+
+def _ablation_entries(result: dict[str, Any], variants: dict[str, Variant], summary: Callable[[str], dict[str, Any]],
+                      ips: dict[str, list[float]], warm_s: dict[str, float], *, warmup: int, batch: int, family: str,
+                      device: torch.device, precision: str, default_impl: str, optimizer: torch.optim.Optimizer,
+                      ablations: set[str]) -> dict[str, Any]:
+    """The record's ``ablations``: the default's setup, each variant's speed-up (and compile break-even), what
+    was skipped or does not apply."""
     abl: dict[str, Any] = {"default": {"images_per_s": result["vitbench"]["images_per_s"],
-                                       "setup": f"{default_impl} {type(trainers['vitbench'].optimizer).__name__}, "
+                                       "setup": f"{default_impl} {type(optimizer).__name__}, "
                                                 "eager, " + ("SDPA, " if family != "bit" else "")
                                                 + ("NCHW, " if family != "vit" else "") + "in-memory loader, "
                                                 + (f"{torch.get_num_threads()} threads" if device.type == "cpu"
@@ -210,11 +237,7 @@ def bench_model(name: str, *, device: torch.device, img_size: int, batch: int, s
         abl.setdefault("not_applicable", []).append("channels_last (no convolutions beyond the patch embedding)")
     if "sdpa" in ablations and family == "bit":
         abl.setdefault("not_applicable", []).append("sdpa (no attention)")
-    result["ablations"] = abl
-    for tr in trainers.values():
-        tr.close()
-    result["wall_s"] = time.perf_counter() - t_start
-    return result
+    return abl
 
 
 def fill_mfu(result: dict[str, Any], peak_flops: float) -> None:

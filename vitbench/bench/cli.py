@@ -108,10 +108,9 @@ def _run_costs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _checked_device(args: argparse.Namespace) -> str:
+    """The device type, after every numeric flag is checked (one-line errors before anything is measured)."""
     import torch
-
-    from vitbench.bench import machine as mach, measure, planning as plan_bench, report
 
     device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type not in ("cpu", "cuda"):
@@ -126,6 +125,28 @@ def _bench(args: argparse.Namespace) -> int:
                         key="--planning-runs")
     if args.batch is not None and args.batch < 1:
         raise UserError("must be >= 1", key="--batch")
+    return device_type
+
+
+def _largest_batch(name: str, img_size: int, device: Any, args: argparse.Namespace) -> int:
+    from vitbench.bench import machine as mach
+    from vitbench.data import dataset_info
+
+    ncls = dataset_info("synthetic").num_classes
+    batch = mach.find_max_batch(lambda b: mach.cuda_batch_fits(
+        name, img_size=img_size, num_classes=ncls, batch=b, device=device, precision=args.precision),
+        start=16, limit=args.max_batch)
+    if batch == 0:
+        raise UserError(f"{name} at {img_size} px does not fit even at batch 16", key="--model")
+    return batch
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from vitbench.bench import machine as mach, measure, planning as plan_bench, report
+
+    device_type = _checked_device(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(device_type)
@@ -149,17 +170,9 @@ def _bench(args: argparse.Namespace) -> int:
     results = []
     for name in models:
         s = setups[name]
-        batch = s["batch"]
-        search = None
+        batch, search = s["batch"], None
         if batch is None:  # CUDA, paper-scale model: the largest batch that fits, by doubling
-            from vitbench.data import dataset_info
-
-            ncls = dataset_info("synthetic").num_classes
-            batch = mach.find_max_batch(lambda b: mach.cuda_batch_fits(
-                name, img_size=s["img_size"], num_classes=ncls, batch=b, device=device, precision=args.precision),
-                start=16, limit=args.max_batch)
-            if batch == 0:
-                raise UserError(f"{name} at {s['img_size']} px does not fit even at batch 16", key="--model")
+            batch = _largest_batch(name, s["img_size"], device, args)
             search = {"method": "doubling from 16", "limit": args.max_batch, "found": batch}
             log(f"{name}: largest batch that fits: {batch}")
         size = s["dataset_size"] or max(1024, 4 * batch)

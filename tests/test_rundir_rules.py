@@ -339,3 +339,19 @@ def test_no_log_or_an_empty_log_has_no_last_line(tmp_path: Path, content: bytes 
     if content is not None:
         rd.file("log.txt").write_bytes(content)
     assert rd.last_log_line() is None
+
+
+def test_a_log_line_is_pushed_out_of_a_buffered_stdout_at_once(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The stdout echo is flushed by log() itself: a block-buffered stdout (SLURM's log file) holds the whole
+    line as soon as log() returns, not only when the buffer fills or the process exits."""
+    import io
+    import sys
+
+    rd = _rd(tmp_path)
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8"))  # buffered, no line buffering
+    rd.log("checkpoint step 8")
+    echoed = raw.getvalue().decode()
+    monkeypatch.undo()
+    assert echoed == rd.file("log.txt").read_text()
+    assert echoed.startswith("[") and echoed.endswith("] checkpoint step 8\n")

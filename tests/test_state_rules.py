@@ -295,3 +295,44 @@ def test_log_paths_are_submitits_stdout_and_stderr_of_the_job(tmp_path: Path) ->
     out, err = log_paths(tmp_path / "jobs", "123_4")
     assert out == str((tmp_path / "jobs" / "123_4_0_log.out").absolute())
     assert err == str((tmp_path / "jobs" / "123_4_0_log.err").absolute())
+
+
+# -- sacct's time bound and an error record cleared while the state is read -----------------------
+
+def test_sacct_is_given_a_minute_to_answer(tmp_path, monkeypatch) -> None:
+    """The sacct call is bounded by exactly 60 seconds (slurmdbd may be slow, but a status must not hang)."""
+    _fake_sacct(tmp_path, monkeypatch)
+    real_run = state.subprocess.run
+    seen: list[float] = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["timeout"])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(state.subprocess, "run", spy)
+    assert sacct_states(["8"]) == {"8": "RUNNING"}
+    assert seen == [60]
+
+
+class _RetriedWhileRead(RunDir):
+    """A run directory whose error record is cleared (a retry starting) right after its local state was read."""
+
+    def local_state(self) -> str:
+        local = super().local_state()
+        self.clear_error()
+        return local
+
+
+def test_an_error_cleared_by_a_retry_while_the_state_is_read_is_not_a_failure(tmp_path: Path) -> None:
+    """If error.json vanishes between the two reads (the retry cleared it), the run is not reported failed and
+    nothing crashes: a submitted SLURM job sacct has not answered about is pending, an unsubmitted run is new."""
+    rd = _RetriedWhileRead(tmp_path / "r")
+    rd.create({"seed": 0})
+    rd.write_error("CUDA out of memory")
+    assert rd.local_state() == "failed" and rd.read_error() is None
+    rd.write_error("CUDA out of memory")
+    assert run_state(rd, {}).state == "new"
+    rd.write_error("CUDA out of memory")
+    atomic_write_json(rd.file(JOB_FILE), {**SLURM_JOB, "stderr": "/logs/7_3_0_log.err"})
+    st = run_state(rd, {})
+    assert (st.state, st.detail, st.log) == ("pending", f"job 7_3 {state.STATE_UNKNOWN}", "/logs/7_3_0_log.err")

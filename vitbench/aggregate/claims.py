@@ -63,7 +63,8 @@ from vitbench.errors import UserError
 from vitbench.spec.yamlio import value_text
 from vitbench.record.metrics import check_metric
 from vitbench.plan.planner import Plan
-from vitbench.record.rundir import RESULT, read_json, run_dir
+from vitbench.record.result import converged, read_result
+from vitbench.record.rundir import RESULT, run_dir
 from vitbench.spec.experiment import SCALES
 from vitbench.spec.schema import get_path
 
@@ -419,12 +420,8 @@ class Data:
         # (run id, phase) -> converged; the fine-tuning's is that of its picked learning rate
         self.converged: dict[tuple[str, str], bool | None] = {}
         for r in plan.runs:
-            rec = read_json(run_dir(results, r.run_id) / RESULT)
-            rec = rec if isinstance(rec, dict) else {}
-            pre, ft = rec.get("pretrain"), rec.get("finetune")
-            c = pre.get("convergence") if isinstance(pre, dict) else None
-            self.converged[r.run_id, "pretrain"] = _flag(c.get("converged") if isinstance(c, dict) else None)
-            self.converged[r.run_id, "finetune"] = _flag(ft.get("converged") if isinstance(ft, dict) else None)
+            for phase, flag in converged(read_result(run_dir(results, r.run_id) / RESULT)).items():
+                self.converged[r.run_id, phase] = flag
 
     def state(self, rid: str) -> str:
         return str(self.frame.at[rid, "state"])
@@ -438,10 +435,6 @@ class Data:
         except (TypeError, ValueError):
             return None
         return v if math.isfinite(v) else None
-
-
-def _flag(v: Any) -> bool | None:
-    return v if isinstance(v, bool) else None
 
 
 def phases(metrics: list[str]) -> list[str]:

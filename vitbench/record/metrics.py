@@ -8,8 +8,9 @@ from typing import Any
 
 from vitbench.errors import UserError
 
-# Per-run numbers tables and plots may read besides the summary metrics (aggregate/records.record_row).
-RECORD_COLUMNS = ("params", "flops_per_image", "train_flops", "exaflops", "diverged_at", "finetune_best_lr")
+from vitbench.record.result import COLUMNS
+
+RECORD_COLUMNS = tuple(COLUMNS)  # per-run numbers besides the summary metrics (record/result.py)
 
 
 def summary_metrics(record: dict[str, Any]) -> dict[str, float | None]:

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from vitbench.record.result import read_result
+
 RESULT = "result.json"
 ERROR = "error.json"
 PROGRESS = "progress.json"
@@ -158,8 +160,7 @@ class RunDir:
 
     # -- records ------------------------------------------------------------------------------
     def read_result(self) -> dict[str, Any] | None:
-        rec = read_json(self.file(RESULT))
-        return rec if isinstance(rec, dict) and "status" in rec else None
+        return read_result(self.file(RESULT))
 
     def write_result(self, record: dict[str, Any]) -> None:
         record = {"schema": RECORD_SCHEMA, "run_id": self.run_id, "finished_at": now_iso(), **record}

@@ -7,11 +7,11 @@ that no known experiment plans (left over from an edited grid, or copied in by h
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitbench.plan.ids import run_id
+from vitbench.record.result import parse_result
 from vitbench.record.rundir import RESULT, RunDir, runs_root
 
 
@@ -49,14 +49,12 @@ def verify_store(results: str | Path, known_ids: set[str] | None = None) -> Stor
         rfile = rd.file(RESULT)
         if rfile.exists():
             try:
-                rec = json.loads(rfile.read_text())
-                if not isinstance(rec, dict) or rec.get("status") not in ("done", "diverged"):
-                    raise ValueError("no valid status")
+                rec = parse_result(rfile.read_bytes())
                 if rec.get("run_id") not in (None, path.name):
                     report.problems.append((path.name, f"result.json names run {rec.get('run_id')}"))
                 else:
                     report.done += 1
-            except (ValueError, UnicodeDecodeError) as exc:
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 report.problems.append((path.name, f"result.json does not parse ({type(exc).__name__})"))
         if known_ids is not None and path.name not in known_ids:
             report.orphans.append(path.name)

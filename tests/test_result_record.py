@@ -1,0 +1,55 @@
+"""record/result.py: what counts as a record, the one reader, the row the aggregation reads."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from vitbench.record.metrics import RECORD_COLUMNS
+from vitbench.record.result import COLUMNS, converged, parse_result, read_result, record_row
+
+RECORD = {"status": "done", "summary": {"pretrain/top1": 0.9, "fewshot/digits/5shot": None},
+          "model": {"params": 1234, "flops_per_image": 5.0e6},
+          "pretrain": {"train_flops": 2.0e18, "diverged_at": None, "convergence": {"converged": True}},
+          "finetune": {"best_lr": 0.01, "converged": False}, "fewshot_curve": {"digits": [{"step": 0, "5": 0.1}]}}
+
+
+def test_row_of_a_full_record() -> None:
+    row = record_row(RECORD)
+    assert row["state"] == "done" and row["pretrain/top1"] == 0.9 and math.isnan(row["fewshot/digits/5shot"])
+    assert (row["params"], row["flops_per_image"], row["train_flops"], row["exaflops"]) == (1234, 5.0e6, 2.0e18, 2.0)
+    assert (row["diverged_at"], row["finetune_best_lr"]) == (None, 0.01)
+    assert row["fewshot_curve"] == RECORD["fewshot_curve"]
+    assert set(RECORD_COLUMNS) == set(COLUMNS) <= set(row)  # one list of columns
+
+
+def test_row_of_a_diverged_bare_and_missing_record() -> None:
+    row = record_row({"status": "diverged", "pretrain": {"diverged_at": 7}})
+    assert row["state"] == "diverged" and row["diverged_at"] == 7 and math.isnan(row["exaflops"])
+    assert row["params"] is None and row["finetune_best_lr"] is None
+    assert record_row(None) == {"state": "missing"}
+
+
+def test_convergence_flags() -> None:
+    assert converged(RECORD) == {"pretrain": True, "finetune": False}
+    assert converged(None) == {"pretrain": None, "finetune": None}
+    assert converged({"pretrain": {"convergence": {"converged": None}}, "finetune": {"converged": "yes"}}) == \
+        {"pretrain": None, "finetune": None}  # only a real bool counts
+
+
+@pytest.mark.parametrize("text", ['{"status": "failed"}', '{"status": "done"', '["done"]', b"\xff\xfe", "{}"])
+def test_not_a_record(tmp_path: Path, text: str | bytes) -> None:
+    f = tmp_path / "result.json"
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert read_result(f) is None
+    with pytest.raises(ValueError):
+        parse_result(f.read_bytes())
+
+
+def test_a_record_and_no_file(tmp_path: Path) -> None:
+    f = tmp_path / "result.json"
+    f.write_text('{"status": "diverged", "x": 1}')
+    assert read_result(f) == {"status": "diverged", "x": 1}
+    assert read_result(tmp_path / "none.json") is None and read_result(tmp_path) is None

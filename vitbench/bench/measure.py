@@ -25,7 +25,7 @@ import torch
 
 from vitbench.bench.child import ChildTrainer
 from vitbench.bench.machine import PeakMemory, mfu, optimizer_impl, sync_fn, usable_cpus
-from vitbench.bench.trainers import Variant, VitbenchTrainer, timed_segment
+from vitbench.bench.trainers import Ablation, VitbenchTrainer, timed_segment
 
 MICRO = {"img_size": 16, "batch": 128, "dataset_size": 20000}  # experiments/_scales.yaml, scale "micro"
 SMALL = {"img_size": 32, "batch": 512}  # scale "small" (ViT-S/4 on 32 px CIFAR)
@@ -36,10 +36,10 @@ PAPER_IMG = 224
 
 
 def ablation_variants(family: str, device: torch.device, names: set[str], ref_workers: list[int],
-                      default_impl: str) -> dict[str, Variant]:
+                      default_impl: str) -> dict[str, Ablation]:
     """The variants of the vitbench path to measure besides the default, by ablation name."""
-    out: dict[str, Variant] = {}
-    base = Variant()
+    out: dict[str, Ablation] = {}
+    base = Ablation()
     if "optimizer" in names:
         for impl in ("forloop", "foreach", "fused"):
             if impl != default_impl:
@@ -120,7 +120,7 @@ def bench_model(name: str, *, device: torch.device, img_size: int, batch: int, s
     def seg_warm(key: str) -> int:
         tr = trainers[key]
         workers = getattr(tr, "workers", None)
-        if workers is None and getattr(tr, "variant", Variant()).loader == "dataloader":
+        if workers is None and getattr(tr, "variant", Ablation()).loader == "dataloader":
             workers = tr.variant.loader_workers
         return 1 + 2 * (workers or 0)  # DataLoader's default prefetch_factor is 2
 
@@ -178,7 +178,7 @@ def bench_model(name: str, *, device: torch.device, img_size: int, batch: int, s
 
 def _trainers(name: str, family: str, ds: Any, *, device: torch.device, batch: int, augment: dict[str, Any] | None,
               precision: str, ref_workers: list[int], ablations: set[str]) -> tuple[dict[str, Any], list[str],
-                                                                                     dict[str, Variant], str]:
+                                                                                     dict[str, Ablation], str]:
     """Every method of one model by label: vitbench, one reference per worker count, the ablation variants."""
     from vitbench.bench.reference import ReferenceTrainer
 
@@ -204,7 +204,7 @@ def _trainers(name: str, family: str, ds: Any, *, device: torch.device, batch: i
     return trainers, refs, variants, default_impl
 
 
-def _ablation_entries(result: dict[str, Any], variants: dict[str, Variant], summary: Callable[[str], dict[str, Any]],
+def _ablation_entries(result: dict[str, Any], variants: dict[str, Ablation], summary: Callable[[str], dict[str, Any]],
                       ips: dict[str, list[float]], warm_s: dict[str, float], *, warmup: int, batch: int, family: str,
                       device: torch.device, precision: str, default_impl: str, optimizer: torch.optim.Optimizer,
                       ablations: set[str]) -> dict[str, Any]:

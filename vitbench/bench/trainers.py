@@ -1,5 +1,5 @@
 """The vitbench trainer path that ``vitbench bench`` times: ``train_loop`` itself on the in-memory loader, its
-ablation variants (:class:`Variant`), and the instrumented data / forward+backward / optimiser split."""
+ablation settings (:class:`Ablation`; not the compare variant of aggregate/compare.py), and the instrumented data / forward+backward / optimiser split."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from vitbench.bench.reference import ImageArrayDataset, forever, make_dataloader
 
 
 @dataclass(frozen=True)
-class Variant:
+class Ablation:
     """How the vitbench path is set up. The default is what ``vitbench run-one`` does today."""
 
     optimizer: str = "default"  # default (build_pretrain_optimizer) | forloop | foreach | fused
@@ -97,7 +97,7 @@ class VitbenchTrainer:
     kind = "vitbench"
 
     def __init__(self, name: str, *, dataset: Any, device: torch.device, batch_size: int,
-                 augment: dict[str, Any] | None, variant: Variant = Variant(), precision: str = "auto",
+                 augment: dict[str, Any] | None, variant: Ablation = Ablation(), precision: str = "auto",
                  lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 30, seed: int = 0) -> None:
         from vitbench.data import make_loader
         from vitbench.models import create_model

@@ -1,5 +1,5 @@
 """The vitbench trainer path that ``vitbench bench`` times: ``train_loop`` itself on the in-memory loader, its
-ablation settings (:class:`Ablation`; not the compare variant of aggregate/compare.py), and the instrumented data / forward+backward / optimiser split."""
+ablation settings (:class:`Ablation`), and the instrumented data / forward+backward / optimiser split."""
 
 from __future__ import annotations
 

@@ -21,11 +21,10 @@ import pandas as pd
 
 from vitbench.aggregate.records import load_frame
 from vitbench.errors import UserError
-from vitbench.plan.ids import run_id
-from vitbench.plan.planner import Plan, PlannedRun, parse_recipes, resolve_config
+from vitbench.plan.planner import Plan, PlannedRun, planned_run, scale_base
 from vitbench.spec.overrides import parse_override
 from vitbench.spec.runconfig import check_semantics, read_yaml
-from vitbench.spec.schema import deep_merge, default_config, flatten, validate_structure
+from vitbench.spec.schema import flatten, validate_structure
 
 
 @dataclass
@@ -39,9 +38,7 @@ def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], 
     """One run per seed of the plan: base ⊕ scale base ⊕ variant overlay ⊕ seed."""
     if not variant_file and not overrides:
         raise UserError("give the variant with --variant FILE and/or --set key=value", key="--variant")
-    _, spec = plan.experiment.resolve_scale(plan.scale)
-    base = deep_merge(default_config(), spec["base"])
-    recipes = parse_recipes(spec["recipes"], str(plan.experiment.path))
+    _, _, base, recipes = scale_base(plan.experiment, plan.scale)
     label, layers = [], []
     if variant_file:
         raw = read_yaml(variant_file)
@@ -55,10 +52,10 @@ def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], 
     seeds = sorted({r.config["seed"] for r in plan.runs})
     runs = []
     for s in seeds:
-        c, applied = resolve_config(base, recipes, [*layers, ("seed", s)])
+        run = planned_run(base, recipes, [*layers, ("seed", s)], {"seed": s})
         if not runs:
-            check_semantics(c, file=variant_file or "--set")
-        runs.append(PlannedRun(run_id(c), c, {"seed": s}, applied))
+            check_semantics(run.config, file=variant_file or "--set")
+        runs.append(run)
     return Variant(name or ", ".join(label), runs)
 
 

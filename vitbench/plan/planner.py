@@ -90,6 +90,19 @@ def resolve_config(base: dict[str, Any], recipes: list[Recipe], layers: list[tup
     return with_layers(cfg), [r.name for r in applied]
 
 
+def scale_base(exp: Experiment, scale: str | None) -> tuple[str, dict[str, Any], dict[str, Any], list[Recipe]]:
+    """(scale, its spec, defaults ⊕ base ⊕ scale base, its recipes): what every run of the scale starts from."""
+    scale, spec = exp.resolve_scale(scale)
+    return scale, spec, deep_merge(default_config(), spec["base"]), parse_recipes(spec["recipes"], str(exp.path))
+
+
+def planned_run(base: dict[str, Any], recipes: list[Recipe], layers: list[tuple[str, Any]],
+                point: dict[str, Any]) -> PlannedRun:
+    """One run: ``resolve_config`` of the layers, its id, the point it stands for and the recipes applied."""
+    cfg, applied = resolve_config(base, recipes, layers)
+    return PlannedRun(run_id(cfg), cfg, point, applied)
+
+
 @dataclass
 class Plan:
     experiment: Experiment
@@ -114,7 +127,7 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
     """Load, expand and check an experiment; raises UserError before anything runs."""
     exp = load_experiment(path)
     file = str(exp.path)
-    scale, spec = exp.resolve_scale(scale)
+    scale, spec, base, recipes = scale_base(exp, scale)
     seeds = spec["seeds"]
     cap = max_runs if max_runs is not None else max_runs_default()
     # Counted from the axis lengths BEFORE expanding: a 10^12-run grid is refused at once.
@@ -126,8 +139,6 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
     points = expand(spec["grid"], file=file, where=spec["grid_where"])
     excludes = parse_excludes(spec["exclude"], file=file, where=spec["exclude_where"])
     parsed = [parse_override(o, file="--set") for o in overrides or []]
-    base = deep_merge(default_config(), spec["base"])
-    recipes = parse_recipes(spec["recipes"], file)
 
     runs: list[PlannedRun] = []
     seen: set[str] = set()
@@ -135,10 +146,10 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
     duplicates = 0
     for point in points:
         for seed in seeds:
-            cfg, applied = resolve_config(base, recipes, [*point.items(), ("seed", seed), *parsed])
+            run = planned_run(base, recipes, [*point.items(), ("seed", seed), *parsed], {**point, "seed": seed})
+            cfg, rid = run.config, run.run_id
             if excluded(point, cfg, excludes):
                 continue
-            rid = run_id(cfg)
             if rid in seen:
                 duplicates += 1
                 continue
@@ -153,7 +164,7 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
                     where = ", ".join(f"{k}={v}" for k, v in point.items())
                     raise UserError(f"{exc} (grid point: {where or 'base'})") from None
                 checked[sig] = None
-            runs.append(PlannedRun(rid, cfg, {**point, "seed": seed}, applied))
+            runs.append(run)
     if not runs:
         raise UserError("the grid is empty after excludes: nothing to run", file=file, key=spec["grid_where"])
     return Plan(exp, scale, runs, varying=_varying(runs), duplicates=duplicates)

@@ -32,8 +32,6 @@ MAX_POINTS = 100_000
 
 def _axis_field(key: str, file: str | None, where: str) -> Field:
     node = schema_node(key)
-    if key == "seed":
-        node = schema_node("seed")
     if not isinstance(node, Field):
         prefix = key.rsplit(".", 1)[0] if "." in key else ""
         if not isinstance(schema_node(prefix) if prefix else {}, dict):

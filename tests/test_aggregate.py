@@ -141,3 +141,35 @@ def test_compare_leaves_out_the_variant_itself(tmp_path: Path) -> None:
     assert not ((frame["model.pos_embed"] == "sincos_2d") & (frame["model.pos_placement"] == "stem")).any()
     text = render_comparison(frame, variant, "fewshot/digits/5shot")
     assert "grid point model.pos_embed=sincos_2d, model.pos_placement=stem; its row is left out" in text
+
+
+def _report_file(tmp_path: Path, tables: str) -> Path:
+    import shutil
+
+    shutil.copy("experiments/_scales.yaml", tmp_path / "_scales.yaml")
+    f = tmp_path / "exp.yaml"
+    f.write_text("description: t\nextends: _scales.yaml\ngrid: {model.pos_embed: [none, learned_1d]}\n"
+                 f"report:\n  tables:\n{tables}")
+    return f
+
+
+def test_one_table_spec_with_titled_metrics_makes_one_table_each(tmp_path: Path) -> None:
+    from vitbench.aggregate.tables import report_specs
+
+    f = _report_file(tmp_path, "    - rows: model.pos_embed\n      title: shared\n      metrics:\n"
+                               "        - {metric: pretrain/top1, title: Pretraining}\n"
+                               "        - 'fewshot/{fewshot_dataset}/5shot'\n")
+    specs = report_specs(make_plan(f, scale="smoke", check_data=False))
+    assert [(s["metric"], s["title"]) for s in specs] == [("pretrain/top1", "Pretraining"),
+                                                           ("fewshot/digits/5shot", "shared")]
+    assert {s["rows"] for s in specs} == {"model.pos_embed"}
+
+
+@pytest.mark.parametrize("item,message", [
+    ("{metric: pretrain/top1, titel: x}", "report.tables[0].metrics[0].titel: unknown key; allowed: metric, title"),
+    ("{title: x}", "report.tables[0].metrics[0]: needs metric"),
+])
+def test_a_bad_metrics_item_is_one_line(tmp_path: Path, item: str, message: str, capsys) -> None:  # noqa: ANN001
+    f = _report_file(tmp_path, f"    - rows: model.pos_embed\n      metrics: [{item}]\n")
+    assert main(["table", str(f), "--scale", "smoke", "--results", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == f"vitbench: error: {f}: {message}"

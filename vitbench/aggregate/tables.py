@@ -4,7 +4,7 @@ An experiment's ``report.tables`` is a list of table specs::
 
     title:  "Table 8 ..."                    # caption
     metric: fewshot/{fewshot_dataset}/5shot  # summary metric (test split); {placeholders} from the config
-    metrics: [...]                           # or several: one table each
+    metrics: [...]                           # or several: one table each; an item may be {metric, title}
     rows:   model.pos_embed                  # key whose values are the rows
     cols:   model.pos_placement              # key whose values are the columns (optional)
     tune:   pretrain.lr                      # optional: add a "tuned" column choosing, per row, the value
@@ -132,9 +132,18 @@ def report_specs(plan: Plan) -> list[dict[str, Any]]:
                     raise UserError(f"{spec[key]!r} is not a run-config key", file=file,
                                     key=f"{where}.{key}") from None
         for j, m in enumerate(metrics):
-            metric = fill_metric(m, fill, file=file, key=f"{where}.metric" + (f"s[{j}]" if "metrics" in spec else ""))
+            key = f"{where}.metric" + (f"s[{j}]" if "metrics" in spec else "")
+            title = spec.get("title")
+            if isinstance(m, dict):  # {metric, title}: one table spec for tables that differ in these only
+                for k in m:
+                    if k not in ("metric", "title"):
+                        raise UserError("unknown key; allowed: metric, title", file=file, key=f"{key}.{k}")
+                if "metric" not in m:
+                    raise UserError("needs metric", file=file, key=key)
+                m, title = m["metric"], m.get("title", title)
+            metric = fill_metric(m, fill, file=file, key=key)
             check_metric([r.config for r in plan.runs], metric, file=file, key=f"{where}.metric")
-            out.append({**spec, "kind": kind, "metric": metric})
+            out.append({**spec, "kind": kind, "metric": metric, "title": title})
     return out
 
 

@@ -53,3 +53,26 @@ def test_a_record_and_no_file(tmp_path: Path) -> None:
     f.write_text('{"status": "diverged", "x": 1}')
     assert read_result(f) == {"status": "diverged", "x": 1}
     assert read_result(tmp_path / "none.json") is None and read_result(tmp_path) is None
+
+
+def test_verify_names_each_kind_of_bad_result(tmp_path: Path) -> None:
+    from vitbench.plan.ids import run_id
+    from vitbench.record.rundir import RunDir
+    from vitbench.record.verify import verify_store
+    from vitbench.spec.schema import default_config
+
+    cfg = default_config()
+    rid = run_id(cfg)
+    texts = {'{"status": "failed"}': "result.json is not a record: status must be done or diverged, got 'failed'",
+             '["done"]': "result.json is not a record: a JSON list, not an object",
+             '{"status": "done"': "result.json does not parse (JSONDecodeError)",
+             '{"status": "done", "run_id": "ffffffffffff"}': "result.json names run ffffffffffff"}
+    for text, problem in texts.items():
+        root = tmp_path / str(len(problem))
+        rd = RunDir(root / "runs" / rid)
+        rd.create(cfg)
+        rd.file("result.json").write_text(text)
+        rep = verify_store(root)
+        assert rep.problems == [(rid, problem)] and rep.done == 0
+    rd.file("result.json").write_text('{"status": "diverged"}')
+    assert verify_store(root).problems == [] and verify_store(root).done == 1

@@ -23,13 +23,15 @@ declare -A TESTS=(
   [plan/planner]="tests/test_planner_rules.py tests/test_grid_rules.py tests/test_malformed_corpus.py tests/test_spec.py tests/test_budget_recipes.py tests/test_paper_recipes.py tests/test_plan_cost.py tests/test_yaml_limits.py tests/test_report_plan_time.py"
   [spec/grid]="tests/test_grid_rules.py tests/test_planner_rules.py tests/test_malformed_corpus.py tests/test_spec.py tests/test_yaml_limits.py tests/test_plan_cost.py"
   [launch/state]="tests/test_run_state.py tests/test_state_rules.py tests/test_launch_wait.py"
+  [record/result]="tests/test_result_record.py tests/test_rundir_rules.py tests/test_aggregate.py tests/test_claims_rules.py tests/test_reliability.py"
+  [record/verify]="tests/test_result_record.py tests/test_reliability.py"
   [record/rundir]="tests/test_atomic_records.py tests/test_rundir_rules.py tests/test_run_state.py tests/test_train_utils.py"
   [train/checkpoint]="tests/test_checkpoint_rules.py tests/test_train_utils.py tests/test_weights_io.py"
   [train/distributed]="tests/test_shard.py tests/test_ddp.py tests/test_distributed_rules.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(train/fewshot train/selection train/convergence aggregate/claims
-  aggregate/compare plan/ids plan/planner spec/grid launch/state record/rundir train/checkpoint train/distributed)
+  aggregate/compare plan/ids plan/planner spec/grid launch/state record/result record/verify record/rundir train/checkpoint train/distributed)
 for mod in "${modules[@]}"; do
   tests=${TESTS[$mod]:-}
   [ -n "$tests" ] || { echo "tools/mutation.sh: unknown module '$mod'; allowed: ${!TESTS[*]}" >&2; exit 2; }

@@ -11,11 +11,17 @@ from typing import Any, Callable
 STATUSES = ("done", "diverged")  # what a finished run records; anything else in result.json is not a record
 
 
+class NotARecord(ValueError):
+    """Valid JSON, but not a result record."""
+
+
 def parse_result(text: str | bytes) -> dict[str, Any]:
-    """The record in ``text``; ValueError (JSON or shape) when it is not one."""
+    """The record in ``text``; ValueError when it is not JSON, NotARecord when it is JSON of another shape."""
     rec = json.loads(text)
-    if not isinstance(rec, dict) or rec.get("status") not in STATUSES:
-        raise ValueError("no valid status")
+    if not isinstance(rec, dict):
+        raise NotARecord(f"a JSON {type(rec).__name__}, not an object")
+    if rec.get("status") not in STATUSES:
+        raise NotARecord(f"status must be {' or '.join(STATUSES)}, got {rec.get('status')!r}")
     return rec
 
 

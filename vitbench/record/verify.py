@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitbench.plan.ids import run_id
-from vitbench.record.result import parse_result
+from vitbench.record.result import NotARecord, parse_result
 from vitbench.record.rundir import RESULT, RunDir, runs_root
 
 
@@ -54,6 +54,8 @@ def verify_store(results: str | Path, known_ids: set[str] | None = None) -> Stor
                     report.problems.append((path.name, f"result.json names run {rec.get('run_id')}"))
                 else:
                     report.done += 1
+            except NotARecord as exc:
+                report.problems.append((path.name, f"result.json is not a record: {exc}"))
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 report.problems.append((path.name, f"result.json does not parse ({type(exc).__name__})"))
         if known_ids is not None and path.name not in known_ids:

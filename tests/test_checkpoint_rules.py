@@ -83,6 +83,49 @@ def test_real_cuda_draws_repeat_after_a_restore() -> None:
     assert torch.equal(a, torch.rand(4, device="cuda"))
 
 
+
+def test_a_pending_numpy_gaussian_survives_a_checkpoint(tmp_path: Path) -> None:
+    """numpy draws normals in pairs and caches the second: saved after an odd number of draws, the resumed
+    run still hands out that cached value first, so its normals continue exactly (through torch.save/load)."""
+    np.random.seed(77)
+    np.random.standard_normal(3)  # the 4th normal is now cached, not yet drawn
+    assert np.random.get_state()[3] == 1
+    save_checkpoint(tmp_path, {"step": 1, "model": {}, "rng": rng_state()})
+    expected = np.random.standard_normal(5)
+    np.random.seed(0)
+    np.random.standard_normal(1)  # a different stream, with a different value pending
+    set_rng_state(load_checkpoint(tmp_path, log=lambda m: None)["rng"])
+    assert np.array_equal(np.random.standard_normal(5), expected)
+
+
+def test_a_state_saved_without_the_pending_gaussian_restores_with_none_pending() -> None:
+    """States written before the cached Gaussian was recorded (no numpy_has_gauss / numpy_gauss) still
+    restore: the uniform stream continues, and no Gaussian left pending by the current stream leaks in."""
+    np.random.seed(5)
+    state = rng_state()
+    del state["numpy_has_gauss"], state["numpy_gauss"]
+    expected_uniform = np.random.rand(4)
+    np.random.seed(9)
+    np.random.standard_normal(1)  # now a Gaussian is pending
+    set_rng_state(state)
+    assert np.random.get_state()[3] == 0
+    assert np.array_equal(np.random.rand(4), expected_uniform)
+
+
+def test_the_numpy_state_is_stored_as_its_exact_integer_words() -> None:
+    """The checkpoint holds numpy's MT19937 key as an int64 tensor of the 624 words (weights-only loading
+    refuses ndarrays; int64 holds every uint32 exactly), with the position and pending Gaussian as numbers."""
+    np.random.seed(2024)
+    np.random.standard_normal(1)
+    _, key, pos, has_gauss, gauss = np.random.get_state()
+    state = rng_state()
+    assert state["numpy_keys"].dtype == torch.int64
+    assert state["numpy_keys"].tolist() == key.tolist() and max(key.tolist()) > 2**31
+    assert (state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]) == (pos, 1, gauss)
+    assert type(state["numpy_pos"]) is int and type(state["numpy_has_gauss"]) is int
+    assert type(state["numpy_gauss"]) is float
+
+
 # -- loading --------------------------------------------------------------------------------------
 
 def test_a_gpu_written_checkpoint_loads_onto_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,3 +307,21 @@ def test_an_interrupt_while_saving_propagates_and_cleans_up(tmp_path, monkeypatc
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     assert load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_stale_temp_files_removed_by_another_rank_first_do_not_fail_the_load(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Every DDP rank loads the same checkpoint directory at start-up: a stale temp file the other rank
+    deletes between this rank's listing and its unlink is not an error."""
+    save_checkpoint(tmp_path, _payload(4))
+    (tmp_path / ".ckpt.dead.tmp").write_bytes(b"left by a killed save")
+    real_glob = Path.glob
+
+    def racing_glob(self, pattern):  # noqa: ANN001, ANN202
+        for p in list(real_glob(self, pattern)):
+            p.unlink()  # the other rank got there first
+            yield p
+
+    monkeypatch.setattr(Path, "glob", racing_glob)
+    assert load_checkpoint(tmp_path, log=lambda m: None)["step"] == 4
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -139,3 +139,49 @@ def test_single_rank_mean_is_the_value_itself(one_rank_group) -> None:  # noqa: 
     t = torch.tensor([3.0, -1.5])
     m = mean_across_ranks(t)
     assert torch.equal(m, torch.tensor([3.0, -1.5])) and m is not t
+
+
+# -- this process as rank 0 of two -----------------------------------------------------------------
+
+def _plain_peer(port: int) -> None:
+    """Rank 1 of a two-process group, written with torch.distributed alone: it contributes [3, -6, 40]."""
+    import datetime
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "1", "WORLD_SIZE": "2"})
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+    dist.all_reduce(torch.tensor([3.0, -6.0, 40.0]), op=dist.ReduceOp.SUM)
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(60)
+def test_rank_zero_of_two_reads_the_world_size_from_the_group_and_averages(monkeypatch) -> None:  # noqa: ANN001
+    """In this very process (rank 0, a second process as rank 1): the world size comes from the group, the
+    mean is the sum over ranks divided by 2 (not the sum, not the sum times 2), and shutdown leaves the group."""
+    import multiprocessing
+
+    port = _free_port()
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    peer = multiprocessing.get_context("spawn").Process(target=_plain_peer, args=(port,), daemon=True)
+    peer.start()
+    ok = False
+    try:
+        info = init_from_env("cpu")
+        mine = torch.tensor([1.0, 2.0, -8.0])
+        mean = mean_across_ranks(mine)
+        shutdown(info)
+        assert info == DistInfo(rank=0, world_size=2, local_rank=0) and info.is_main and info.enabled
+        assert mean.tolist() == [2.0, -2.0, 16.0]
+        assert mine.tolist() == [1.0, 2.0, -8.0]
+        assert not dist.is_initialized()
+        ok = True
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        peer.join(timeout=20 if ok else 0)
+        if peer.is_alive():
+            peer.kill()
+            peer.join()
+    assert peer.exitcode == 0

@@ -29,6 +29,9 @@ def rng_state() -> dict[str, Any]:
         # numpy's state tuple holds an ndarray, which weights_only loading refuses: store tensors.
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
+        # the second Gaussian of the last polar-method pair, drawn but not yet handed out
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
         "python": list(random.getstate()[1]),
     }
     if torch.cuda.is_available():
@@ -39,7 +42,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    # a state saved before the pending Gaussian was recorded restores with none pending
+    gauss = (state["numpy_has_gauss"], state["numpy_gauss"]) if "numpy_has_gauss" in state else ()
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], *gauss))
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

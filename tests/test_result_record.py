@@ -76,3 +76,31 @@ def test_verify_names_each_kind_of_bad_result(tmp_path: Path) -> None:
         assert rep.problems == [(rid, problem)] and rep.done == 0
     rd.file("result.json").write_text('{"status": "diverged"}')
     assert verify_store(root).problems == [] and verify_store(root).done == 1
+
+
+def test_verify_counts_every_directory_and_names_each_config_problem(tmp_path: Path) -> None:
+    from vitbench.plan.ids import run_id
+    from vitbench.record.rundir import RunDir
+    from vitbench.record.verify import verify_store
+    from vitbench.spec.schema import default_config
+
+    runs = tmp_path / "runs"
+    good_cfg, other_cfg = default_config(), {**default_config(), "seed": 1}
+    good, other = run_id(good_cfg), run_id(other_cfg)
+    for rid, cfg in ((good, good_cfg), (other, other_cfg)):
+        rd = RunDir(runs / rid)
+        rd.create(cfg)
+        rd.write_result({"status": "done"})
+    (runs / "noconfig0000").mkdir()
+    RunDir(runs / "wronghash000").create(good_cfg)
+    RunDir(runs / "unhashable0").create({"lr": float("nan")})  # JSON refuses NaN: the id cannot be computed
+    (runs / "a-file").write_text("not a run directory")
+    rep = verify_store(tmp_path, known_ids={good})
+    assert (rep.checked, rep.done) == (5, 2)
+    assert rep.problems == [
+        ("noconfig0000", "config.yaml is missing or unreadable"),
+        ("unhashable0", "config.yaml cannot be hashed: Out of range float values are not JSON compliant"),
+        ("wronghash000", f"config hashes to {good}, not to the directory's id")]
+    assert rep.orphans == sorted([other, "noconfig0000", "unhashable0", "wronghash000"])
+    assert verify_store(tmp_path).orphans == []  # no known ids: nothing is called an orphan
+    assert verify_store(tmp_path / "none").checked == 0

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import yaml
 
@@ -51,16 +51,21 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` so readers see the old file or the whole new one, never a torn one."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], *, prefix: str | None = None,
+                 before_replace: Callable[[], None] | None = None) -> None:
+    """``write(fh)`` into a temporary ``.<name>.*.tmp`` beside ``path``, fsync, then rename it over ``path``:
+    readers see the old file or the whole new one, never a torn one. ``before_replace`` runs just before
+    the rename (checkpoints keep the old file as prev.pt there). On any failure the temporary file goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -68,6 +73,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) atomically (``atomic_write``)."""
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from vitbench.record.rundir import atomic_write
 
 LAST = "last.pt"
 PREV = "prev.pt"
@@ -58,14 +59,9 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -
     temporary files a kill leaves are removed by the next ``load_checkpoint``.
     """
     ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".ckpt.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        last = ckpt_dir / LAST
+    last = ckpt_dir / LAST
+
+    def keep_previous() -> None:
         if last.exists():
             link = ckpt_dir / f".prev.{os.getpid()}.tmp"
             try:
@@ -76,12 +72,10 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -
             except OSError:  # a filesystem without hard links
                 shutil.copyfile(last, link)
             os.replace(link, ckpt_dir / PREV)
-        os.replace(tmp, last)
+
+    try:
+        atomic_write(last, lambda fh: torch.save(payload, fh), prefix=".ckpt.", before_replace=keep_previous)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         # torch.save reports a failed write (disk full) as a RuntimeError from its zip writer;
         # surface the OSError underneath so callers see "No space left on device".
         cause: BaseException | None = exc

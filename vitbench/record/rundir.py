@@ -51,14 +51,14 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], *, prefix: str | None = None,
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], *,
                  before_replace: Callable[[], None] | None = None) -> None:
     """``write(fh)`` into a temporary ``.<name>.*.tmp`` beside ``path``, fsync, then rename it over ``path``:
     readers see the old file or the whole new one, never a torn one. ``before_replace`` runs just before
     the rename (checkpoints keep the old file as prev.pt there). On any failure the temporary file goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

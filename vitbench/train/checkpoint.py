@@ -74,7 +74,7 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], payload: dict[str, Any]) -
             os.replace(link, ckpt_dir / PREV)
 
     try:
-        atomic_write(last, lambda fh: torch.save(payload, fh), prefix=".ckpt.", before_replace=keep_previous)
+        atomic_write(last, lambda fh: torch.save(payload, fh), before_replace=keep_previous)
     except BaseException as exc:
         # torch.save reports a failed write (disk full) as a RuntimeError from its zip writer;
         # surface the OSError underneath so callers see "No space left on device".

@@ -22,10 +22,13 @@ POOL_LR = {"model.pool": ["cls", "gap"], "pretrain.lr": [1.0e-3, 3.0e-3, 1.0e-2]
 GAP1, CLS1 = {"model.pool": "gap", "pretrain.lr": 1.0e-3}, {"model.pool": "cls", "pretrain.lr": 1.0e-3}
 
 
-def _experiment(tmp: Path, claims: list[dict[str, Any]], grid: dict[str, list] | None = None,
+def _experiment(tmp: Path, claims: Any, grid: dict[str, list] | None = POOL_LR,
                 seeds: list[int] | None = None) -> Path:
-    raw: dict[str, Any] = {"description": "claims rules", "extends": str(ROOT / "experiments" / "_scales.yaml"),
-                           "grid": {"product": grid or POOL_LR}, "report": {"claims": claims}}
+    """An experiment file over ``grid`` (None: no grid, one run per seed) whose report holds ``claims``."""
+    raw: dict[str, Any] = {"description": "claims rules", "extends": str(ROOT / "experiments" / "_scales.yaml")}
+    if grid is not None:
+        raw["grid"] = {"product": grid}
+    raw["report"] = {"claims": claims}
     if seeds is not None:
         raw["scales"] = {"micro": {"seeds": seeds}}
     tmp.mkdir(parents=True, exist_ok=True)
@@ -40,7 +43,7 @@ def _claim(**spec: Any) -> dict[str, Any]:
 
 def _plan(tmp: Path, claims: list[dict[str, Any]], grid: dict[str, list] | None = None,
           seeds: list[int] | None = None):  # noqa: ANN202
-    return make_plan(_experiment(tmp, claims, grid, seeds), scale="micro", check_data=False)
+    return make_plan(_experiment(tmp, claims, grid or POOL_LR, seeds), scale="micro", check_data=False)
 
 
 def _error(tmp: Path, grid: dict[str, list] | None = None, **spec: Any) -> str:

@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from vitbench.aggregate.claims import check_claims
 from vitbench.cli import main
 from vitbench.errors import UserError
 from vitbench.plan.planner import make_plan
 
-ROOT = Path(__file__).resolve().parents[1]
-M = "fewshot/digits/5shot"
-GRID = {"model.pool": ["cls", "gap"], "pretrain.lr": [1.0e-3, 3.0e-3, 1.0e-2]}
+from test_claims import M
+from test_claims_rules import _claim
+from test_claims_rules import _experiment as _file
 GREATER = {"kind": "greater", "subject": {"model.pool": "gap", "pretrain.lr": 1.0e-3},
            "reference": {"model.pool": "cls", "pretrain.lr": 1.0e-3}}
 PAIR = {"subject": {"model.pool": "gap"}, "reference": {"model.pool": "cls"}}
@@ -25,23 +24,6 @@ SCALES = "paper, small, micro, smoke"
 RECORDED = ("fewshot/digits/10shot, fewshot/digits/10shot/dev, fewshot/digits/1shot, fewshot/digits/1shot/dev, "
             "fewshot/digits/25shot, fewshot/digits/25shot/dev, fewshot/digits/5shot, fewshot/digits/5shot/dev, "
             "finetune/digits/top1, finetune/digits/top1/dev, pretrain/top1")
-
-
-def _file(tmp: Path, claims: Any, grid: dict[str, list] | None = GRID, seeds: list[int] | None = None) -> Path:
-    raw: dict[str, Any] = {"description": "claims validation", "extends": str(ROOT / "experiments" / "_scales.yaml")}
-    if grid is not None:
-        raw["grid"] = {"product": grid}
-    if seeds is not None:
-        raw["scales"] = {"micro": {"seeds": seeds}}
-    raw["report"] = {"claims": claims}
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "exp.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def _claim(**spec: Any) -> dict[str, Any]:
-    return {"id": "c", "claim": "a claim", "metric": M, **spec}
 
 
 def _check(path: Path):  # noqa: ANN202

@@ -38,7 +38,7 @@ def test_allowed_top_level_is_what_the_message_lists() -> None:
     ("model", TOP),
     ("nope.x", TOP),                                  # unknown section: the top level
     ("model.name.x", TOP),                            # a leaf is no section: the top level
-    ("model.nope", "drop_path, dropout, name, pool, pos_embed, pos_placement, pre_logits"),
+    ("model.nope", "drop_path, dropout, init, init_sha256, name, pool, pos_embed, pos_placement, pre_logits"),
     ("pretrain.augment.nope", AUGMENT),               # three levels: the innermost known section
     ("eval.fewshot.nope", "datasets, every, img_size, l2, probe_size, seeds, shots"),
     ("eval.finetune.augment.nope", AUGMENT),

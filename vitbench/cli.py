@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--run-dir", help="explicit run directory (default RESULTS/runs/<run id>)")
-    p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
+    p.add_argument("--data-root", help="root of real datasets and published checkpoints (default $VITBENCH_DATA)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=cmd_run_one)
 

@@ -17,17 +17,15 @@ def results_dir(args: argparse.Namespace) -> Path:
     return Path(getattr(args, "results", None) or os.environ.get("VITBENCH_RESULTS") or DEFAULT_RESULTS)
 
 
-def add_plan_args(p: argparse.ArgumentParser, *, optional: bool = False, set_help: str | None = None,
-                  data_root: bool = True) -> None:
-    """EXPERIMENT, --scale, --set, --results, --max-runs (and --data-root): how a sub-command names a plan."""
+def add_plan_args(p: argparse.ArgumentParser, *, optional: bool = False, set_help: str | None = None) -> None:
+    """EXPERIMENT, --scale, --set, --results, --data-root, --max-runs: how a sub-command names a plan."""
     p.add_argument("experiment", nargs="?" if optional else None,
                    help="experiment file (experiments/*.yaml, ablations/*.yaml)")
     p.add_argument("--scale", help=SCALE_HELP)
     if set_help is not None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--results", help=RESULTS_HELP)
-    if data_root:
-        p.add_argument("--data-root", help="root of real datasets (default $VITBENCH_DATA)")
+    p.add_argument("--data-root", help="root of real datasets and published checkpoints (default $VITBENCH_DATA)")
     p.add_argument("--max-runs", type=int, help=MAX_RUNS_HELP)
 
 

@@ -79,7 +79,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser, set_help: str | None = SAME_SET) -> None:
-        add_plan_args(p, set_help=set_help, data_root=False)
+        add_plan_args(p, set_help=set_help)  # --data-root: a published checkpoint's sha256 is part of its run id
 
     p = sub.add_parser("table", help="paper-style table (mean ± std over seeds) from the run records")
     common(p)

@@ -52,7 +52,7 @@ def make_variant(plan: Plan, *, variant_file: str | None, overrides: list[str], 
     seeds = sorted({r.config["seed"] for r in plan.runs})
     runs = []
     for s in seeds:
-        run = planned_run(base, recipes, [*layers, ("seed", s)], {"seed": s})
+        run = planned_run(base, recipes, [*layers, ("seed", s)], {"seed": s}, file=variant_file or "--set")
         if not runs:
             check_semantics(run.config, file=variant_file or "--set")
         runs.append(run)

@@ -2,7 +2,7 @@
 
 An experiment's ``report.tables`` is a list of table specs::
 
-    title:  "Table 8 ..."                    # caption
+    title:  "Table 8 ..."                    # caption; {placeholders} as in metric
     metric: fewshot/{fewshot_dataset}/5shot  # summary metric (test split); {placeholders} from the config
     metrics: [...]                           # or several: one table each; an item may be {metric, title}
     rows:   model.pos_embed                  # key whose values are the rows
@@ -10,6 +10,9 @@ An experiment's ``report.tables`` is a list of table specs::
     tune:   pretrain.lr                      # optional: add a "tuned" column choosing, per row, the value
                                              # of this key with the best *dev* metric (metric + "/dev")
     kind:   grid | compute                   # compute: rows with params, GFLOPs/img, exaFLOPs, metric
+    paper:  {source: "Table 5", values: {ViT-B/16: 0.8397}}  # optional: the paper's number per row, shown
+                                             # beside the measured ones (written from the paper, not computed)
+    scales: [paper]                          # optional: the scales whose plans have this table (default: all)
 
 Cells: ``N/A`` — no run planned for that combination (e.g. Table 8's relative × every layer);
 ``missing (k/n)`` — planned runs without a record; ``diverged`` — every finished run diverged.
@@ -25,12 +28,13 @@ from typing import Any
 import pandas as pd
 
 from vitbench.errors import UserError
-from vitbench.record.metrics import check_metric
+from vitbench.record.metrics import check_metric, planned_metrics
 from vitbench.plan.planner import Plan
+from vitbench.spec.experiment import SCALES
 from vitbench.spec.schema import get_path
 from vitbench.spec.yamlio import value_text
 
-REPORT_KEYS = ("title", "metric", "rows", "cols", "tune", "kind", "metrics")
+REPORT_KEYS = ("title", "metric", "rows", "cols", "tune", "kind", "metrics", "paper", "scales")
 KINDS = ("grid", "compute")
 
 
@@ -119,6 +123,12 @@ def report_specs(plan: Plan) -> list[dict[str, Any]]:
     for i, spec in enumerate(specs):
         where = f"report.tables[{i}]"
         kind = check_spec(spec, REPORT_KEYS, KINDS, "grid", file=file, where=where)
+        scales = spec.get("scales")
+        if scales is not None and (not isinstance(scales, list) or not scales or any(x not in SCALES for x in scales)):
+            raise UserError(f"must be a non-empty list of scales; allowed: {', '.join(SCALES)}", file=file,
+                            key=f"{where}.scales")
+        if scales is not None and plan.scale not in scales:
+            continue  # a table of another scale's datasets (e.g. the paper's ImageNet fine-tuning)
         if ("metric" not in spec and "metrics" not in spec) or "rows" not in spec:
             raise UserError("needs metric (or metrics) and rows", file=file, key=where)
         metrics = spec.get("metrics") or [spec["metric"]]
@@ -131,6 +141,9 @@ def report_specs(plan: Plan) -> list[dict[str, Any]]:
                 except (KeyError, TypeError):
                     raise UserError(f"{spec[key]!r} is not a run-config key", file=file,
                                     key=f"{where}.{key}") from None
+        if "paper" in spec:
+            _check_paper(spec["paper"], [_fmt_key(v) for v in _values(plan, spec["rows"])], file=file,
+                         key=f"{where}.paper")
         for j, m in enumerate(metrics):
             key = f"{where}.metric" + (f"s[{j}]" if "metrics" in spec else "")
             title = spec.get("title")
@@ -143,8 +156,30 @@ def report_specs(plan: Plan) -> list[dict[str, Any]]:
                 m, title = m["metric"], m.get("title", title)
             metric = fill_metric(m, fill, file=file, key=key)
             check_metric([r.config for r in plan.runs], metric, file=file, key=f"{where}.metric")
+            title = fill_metric(title, fill, file=file, key=f"{where}.title") if title else title
             out.append({**spec, "kind": kind, "metric": metric, "title": title})
     return out
+
+
+def _check_paper(paper: Any, rows: list[str], *, file: str, key: str) -> None:
+    if not isinstance(paper, dict) or set(paper) != {"source", "values"} or not isinstance(paper["values"], dict):
+        raise UserError("must be {source: <table of the paper>, values: {<row>: <number>}}", file=file, key=key)
+    for row, value in paper["values"].items():
+        if str(row) not in rows:
+            raise UserError(f"{row!r} is not a row of the table; rows: {', '.join(rows)}", file=file,
+                            key=f"{key}.values")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{row}: must be a number, got {value!r}", file=file, key=f"{key}.values")
+
+
+def _paper_column(spec: dict[str, Any], rows: list[Any], text: dict[str, list[str]], long: list[dict[str, Any]]) -> None:
+    """The paper's numbers beside the measured ones, as written in the experiment file (cited by its source)."""
+    if "paper" not in spec:
+        return
+    label, values = f"paper ({spec['paper']['source']})", {str(k): float(v) for k, v in spec["paper"]["values"].items()}
+    text[label] = [f"{values[_fmt_key(r)]:.4f}" if _fmt_key(r) in values else "–" for r in rows]
+    long.extend({"row": _fmt_key(r), "col": label, "mean": values[_fmt_key(r)], "std": math.nan, "n": 0,
+                 "planned": 0, "diverged": 0, "state": "paper", "note": ""} for r in rows if _fmt_key(r) in values)
 
 
 def fill_metric(metric: Any, fill: dict[str, str], *, file: str, key: str) -> str:
@@ -247,6 +282,7 @@ def grid_table(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any]) -> Table:
             cell = _tuned(plan, frame, test, dev, tkeys, r)
             text[label].append(cell.text())
             long.append({"row": _fmt_key(r), "col": label, **_cell_numbers(cell)})
+    _paper_column(spec, rows, text, long)
     shown = pd.DataFrame(text, index=pd.Index([_fmt_key(r) for r in rows], name=rk))
     return Table(spec.get("title") or metric, metric, shown, pd.DataFrame(long))
 
@@ -293,13 +329,27 @@ def compute_table(plan: Plan, frame: pd.DataFrame, spec: dict[str, Any]) -> Tabl
         long.append({"row": _fmt_key(r), "col": metric, **_cell_numbers(cell),
                      "params": float(params.iloc[0]) if len(params) else math.nan,
                      "exaflops": float(exa.mean()) if len(exa) else math.nan})
+    _paper_column(spec, rows, cols, long)
     shown = pd.DataFrame(cols, index=pd.Index([_fmt_key(r) for r in rows], name=rk))
     return Table(spec.get("title") or metric, metric, shown, pd.DataFrame(long))
 
 
+def _recording(plan: Plan, frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The runs planned to record ``metric`` (a cell's "planned"); every run for a record column such as params.
+
+    In a grid whose runs record different metrics (experiments/published.yaml: few-shot only with one of the
+    fine-tuning datasets), a run that never records the metric is neither missing nor part of the cell.
+    """
+    ids = [r.run_id for r in plan.runs if metric in planned_metrics(r.config)]
+    return frame[frame["run_id"].isin(ids)] if ids and len(ids) < len(plan.runs) else frame
+
+
 def build_tables(plan: Plan, frame: pd.DataFrame) -> list[Table]:
-    return [compute_table(plan, frame, s) if s["kind"] == "compute" else grid_table(plan, frame, s)
-            for s in report_specs(plan)]
+    out = []
+    for s in report_specs(plan):
+        sub = _recording(plan, frame, s["metric"])
+        out.append(compute_table(plan, sub, s) if s["kind"] == "compute" else grid_table(plan, sub, s))
+    return out
 
 
 def render(tables: list[Table], fmt: str) -> str:

@@ -11,6 +11,7 @@ All errors are ``ValueError`` with a one-line message that names what is allowed
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
@@ -112,15 +113,23 @@ def validate_model_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
     entry.validate(name, m, {**entry.defaults, **kwargs})
 
 
-def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
-    """Build a freshly initialised model by name (never loads weights).
+def create_model(name: str, *, num_classes: int, img_size: int, in_chans: int = 3,
+                 init: str | os.PathLike[str] | None = None, **kwargs: Any) -> nn.Module:
+    """Build a model by name: freshly initialised, or with a published checkpoint's weights (``init``).
 
+    ``init`` is a timm state dict or one of the paper's flax ``.npz`` layouts, adapted to ``img_size`` and
+    ``num_classes`` as the paper's fine-tuning does (:func:`vitbench.models.published.init_from_file`).
     Build big models inside ``with torch.device('meta'):`` to inspect them without allocating memory.
     """
     common = {"num_classes": num_classes, "img_size": img_size, "in_chans": in_chans}
     validate_model_kwargs(name, {**kwargs, **common})
     entry, m = _lookup(name)
-    return entry.build(m, name=name, **common, **{**entry.defaults, **kwargs})
+    model = entry.build(m, name=name, **common, **{**entry.defaults, **kwargs})
+    if init is not None:
+        from vitbench.models.published import init_from_file
+
+        init_from_file(model, init)
+    return model
 
 
 # ---- small checks shared by the family validators -------------------------------------------------------

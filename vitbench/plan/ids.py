@@ -16,9 +16,19 @@ from vitbench.spec.schema import RUNTIME_KEY
 ID_LENGTH = 12
 
 
+# Model keys left out of the id: the checkpoint's path (its sha256 stands for it, so a moved file keeps its runs),
+# and both at null, so that the ids of runs planned before these keys existed stand.
+INIT_KEYS = ("init", "init_sha256")
+
+
 def defining_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of a run config that defines the run."""
-    return {k: v for k, v in cfg.items() if k != RUNTIME_KEY}
+    out = {k: v for k, v in cfg.items() if k != RUNTIME_KEY}
+    m = out.get("model")
+    if isinstance(m, dict) and any(k in m for k in INIT_KEYS):
+        out["model"] = {k: v for k, v in m.items()
+                        if k not in INIT_KEYS or (k == "init_sha256" and v is not None)}
+    return out
 
 
 def canonical(cfg: dict[str, Any]) -> str:

@@ -97,9 +97,13 @@ def scale_base(exp: Experiment, scale: str | None) -> tuple[str, dict[str, Any],
 
 
 def planned_run(base: dict[str, Any], recipes: list[Recipe], layers: list[tuple[str, Any]],
-                point: dict[str, Any]) -> PlannedRun:
-    """One run: ``resolve_config`` of the layers, its id, the point it stands for and the recipes applied."""
+                point: dict[str, Any], *, file: str | None = None) -> PlannedRun:
+    """One run: ``resolve_config`` of the layers (the checkpoint's hash stamped in), its id, the point it stands
+    for and the recipes applied."""
+    from vitbench.models.published import stamp_init
+
     cfg, applied = resolve_config(base, recipes, layers)
+    cfg = stamp_init(cfg, file=file)
     return PlannedRun(run_id(cfg), cfg, point, applied)
 
 
@@ -146,7 +150,8 @@ def make_plan(path: str | Path, *, scale: str | None = None, overrides: list[str
     duplicates = 0
     for point in points:
         for seed in seeds:
-            run = planned_run(base, recipes, [*point.items(), ("seed", seed), *parsed], {**point, "seed": seed})
+            run = planned_run(base, recipes, [*point.items(), ("seed", seed), *parsed], {**point, "seed": seed},
+                              file=file)
             cfg, rid = run.config, run.run_id
             if excluded(point, cfg, excludes):
                 continue

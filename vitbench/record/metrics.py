@@ -35,7 +35,9 @@ def summary_metrics(record: dict[str, Any]) -> dict[str, float | None]:
 
 def planned_metrics(cfg: dict[str, Any]) -> set[str]:
     """The metric names a run of this config records (summary_metrics' names, and the Figure 9 curve)."""
-    out = {"pretrain/top1"}
+    from vitbench.spec.budget import evaluation_only
+
+    out = set() if evaluation_only(cfg) else {"pretrain/top1"}
     fs, ft = cfg["eval"]["fewshot"], cfg["eval"]["finetune"]
     for ds in fs.get("datasets") or []:
         for k in fs.get("shots") or []:

@@ -51,3 +51,14 @@ def planned_steps(cfg: dict[str, Any]) -> dict[str, int | None]:
     for kind, (_, section, n) in sections(cfg).items():
         out[kind] = steps_for(section, n) if section.get("epochs") is None or n is not None else None
     return out
+
+
+def evaluation_only(cfg: dict[str, Any]) -> bool:
+    """A published checkpoint evaluated as it is: ``model.init`` with a zero pretraining budget.
+
+    Such a run loads no pretraining data (the checkpoint's pretraining set need not be on disk) and
+    records no pretraining top-1; few-shot and fine-tuning run as for any run.
+    """
+    p = cfg["pretrain"]
+    budget = p.get("steps") if p.get("epochs") is None else p["epochs"]
+    return cfg["model"].get("init") is not None and budget == 0

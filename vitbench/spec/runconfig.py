@@ -136,7 +136,11 @@ def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data:
             raise UserError(f"Mixup/CutMix pair sample i with B-1-i: needs an even batch, got {section['batch_size']}",
                             file=file, key=f"{key}.batch_size")
     if check_data:
+        from vitbench.spec.budget import evaluation_only
+
         root = cfg["runtime"]["data_root"] or os.environ.get("VITBENCH_DATA")
+        if evaluation_only(cfg):  # a published model evaluated as it is: its pretraining set is not read
+            datasets = datasets[1:]
         for key, name in datasets:
             try:
                 check_data_root(name, root)
@@ -176,5 +180,7 @@ def load_run_config(path: str | os.PathLike[str], overrides: list[str] | None = 
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"must be a mapping of run-config keys, got {type(raw).__name__}", file=str(path))
+    from vitbench.models.published import stamp_init
+
     raw = apply_overrides(validate_structure(raw, file=str(path)), overrides or [], file=str(path))
-    return resolve_run_config(raw, file=str(path))
+    return stamp_init(resolve_run_config(raw, file=str(path)), file=str(path))

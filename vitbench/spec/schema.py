@@ -65,6 +65,11 @@ SCHEMA: dict[str, Any] = {
                          minimum=0.0),
         "drop_path": Field(FLOAT, VIT_DEFAULTS["drop_path"], "stochastic depth rate of the last block, linear in depth (timm DropPath); "
                            "paper: 0", minimum=0.0),
+        "init": Field(STR, None, "published checkpoint to start from (README: Published models): a path, absolute or "
+                      "under the data root; a timm state dict or the vision_transformer / big_vision / BiT .npz; "
+                      "null = random init", nullable=True),
+        "init_sha256": Field(STR, None, "sha256 of model.init's bytes, part of the run id instead of the path; filled "
+                             "in at planning, checked again when the run starts; a value given must match", nullable=True),
     },
     "pretrain": {
         "dataset": Field(STR, "synthetic", "pretraining dataset name (see vitbench.data.list_datasets)"),

@@ -18,9 +18,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from vitbench.errors import UserError
 from vitbench.record.faults import fault_point, with_step_delay
 from vitbench.record.metrics import summary_metrics
-from vitbench.spec.budget import describe, epochs_of, steps_for
+from vitbench.models.published import init_for_run
+from vitbench.spec.budget import describe, epochs_of, evaluation_only, steps_for
 from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
 from vitbench.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -111,6 +113,11 @@ class Run:
         """
         try:
             return self._execute()
+        except UserError as exc:  # e.g. the checkpoint changed after planning: the reason, in the run's state
+            if self.dist.is_main:
+                self.rd.create(self.cfg)
+                self.rd.write_error(str(exc))
+            raise
         except OSError as exc:
             reason = f"storage error: {exc.strerror or exc} ({exc.filename or self.rd.path})"
             try:
@@ -128,19 +135,33 @@ class Run:
             self.rd.clear_error()
         p = cfg["pretrain"]
         torch.manual_seed(cfg["seed"])
-        train_ds = self._dataset(p["dataset"], "train", p["img_size"], p["size"])
-        model = self.build_model(train_ds.num_classes)
-        self.train_size = len(train_ds)
-        self.pretrain_steps = steps_for(p, self.train_size)
+        init = init_for_run(cfg)  # the checkpoint still has the bytes the run id was made from
+        if evaluation_only(cfg):  # a published model as it is: no pretraining data, no head to pretrain
+            train_ds, self.train_size, self.pretrain_steps = None, 0, 0
+            model = self.build_model(0)
+        else:
+            train_ds = self._dataset(p["dataset"], "train", p["img_size"], p["size"])
+            model = self.build_model(train_ds.num_classes)
+            self.train_size = len(train_ds)
+            self.pretrain_steps = steps_for(p, self.train_size)
+        self.init = None
+        if init is not None:
+            from vitbench.models.published import init_from_file
+
+            notes = init_from_file(model, init)
+            self.init = {"file": str(init), "sha256": cfg["model"]["init_sha256"], "notes": notes}
+            self.log(f"initialised from {init} (sha256 {cfg['model']['init_sha256'][:12]})"
+                     + "".join(f"; {n}" for n in notes))
         from vitbench.models import count_flops, count_params
 
         n_params, flops = count_params(model), count_flops(model, p["img_size"])
+        what = (f"no pretraining (evaluating {cfg['model']['init']} as it is)" if train_ds is None else
+                f"pretrain {p['dataset']} n={len(train_ds)}: {describe(p, self.pretrain_steps, len(train_ds))}")
         self.log(f"run {self.rd.run_id}: {cfg['model']['name']} ({n_params:,} params, "
-                 f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, pretrain {p['dataset']} "
-                 f"n={len(train_ds)}: {describe(p, self.pretrain_steps, len(train_ds))}")
+                 f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, {what}")
 
         self.phases.mark("setup")
-        pre = self.pretrain(model, train_ds)
+        pre = LoopResult("ok", 0, None) if train_ds is None else self.pretrain(model, train_ds)
         self.phases.mark("pretrain")
         if pre.status == "diverged":
             return self._finish(t_start, model, n_params, flops, pre, evals=None)
@@ -224,12 +245,15 @@ class Run:
             return None
         cfg, progress = self.cfg, self.rd.read_progress()
         p = cfg["pretrain"]
-        if "pretrain_top1" not in progress:
+        if train_ds is None:
+            progress["pretrain_top1"] = None  # evaluation only: the pretraining set is not read
+        elif "pretrain_top1" not in progress:
             test = self._dataset(p["dataset"], "test", p["img_size"])
             progress["pretrain_top1"] = top1(model, self._eval_batches(test), device=self.device,
                                              precision=self.precision)
             self.rd.write_progress(progress)
-        self.log(f"pretrain top-1 on {p['dataset']} test: {progress['pretrain_top1']:.4f}")
+        if progress["pretrain_top1"] is not None:
+            self.log(f"pretrain top-1 on {p['dataset']} test: {progress['pretrain_top1']:.4f}")
 
         fs = cfg["eval"]["fewshot"]
         progress.setdefault("fewshot", {})
@@ -306,9 +330,11 @@ class Run:
         record: dict[str, Any] = {
             "status": "diverged" if pre.status == "diverged" else "done",
             "config": self.cfg,
-            "model": {"name": self.cfg["model"]["name"], "params": n_params, "flops_per_image": flops},
+            "model": {"name": self.cfg["model"]["name"], "params": n_params, "flops_per_image": flops,
+                      **({"init": self.init} if self.init else {})},
             "pretrain": {"steps": self.pretrain_steps, "train_size": self.train_size,
-                         "epochs": round(epochs_of(p, self.pretrain_steps, self.train_size), 4),
+                         "epochs": round(epochs_of(p, self.pretrain_steps, self.train_size), 4) if self.train_size
+                         else 0.0,
                          "steps_done": pre.steps_done, "images_seen": images_seen, "final_loss": pre.last_loss,
                          "diverged_at": pre.diverged_at,
                          # forward + backward ≈ 3 × forward FLOPs (the paper's compute axis)
@@ -326,8 +352,11 @@ class Run:
                                                               self.pretrain_steps)
         record["timing"] = self.phases.record()
         conv = record["pretrain"]["convergence"]
-        self.log(f"pretraining converged: {conv['converged']} (loss drop over the last fifth "
-                 f"{conv['rel_drop']} of the initial loss; rule: {conv['rule']})")
+        if self.pretrain_steps == 0 and self.init:
+            conv["reason"] = "not pretrained here: the weights are model.init's"
+        else:
+            self.log(f"pretraining converged: {conv['converged']} (loss drop over the last fifth "
+                     f"{conv['rel_drop']} of the initial loss; rule: {conv['rule']})")
         curve = fewshot_curve(metrics)  # the few-shot probes (Figure 9), last line per step
         if curve:
             record["fewshot_curve"] = curve

@@ -30,6 +30,16 @@ for id in $ids; do
   [[ -f $d/result.json ]] || { echo "missing: $id (no result in $d)" >&2; continue; }
   mkdir -p "$OUT/runs/$id"; cp "$d/config.yaml" "$d/result.json" "$OUT/runs/$id/"
 done
+# The plugin worked example (README, Plugins): 2D axial RoPE against Table 8's baselines with the same seeds;
+# its three runs are copied like the plans' (their configs name the plugin file and its sha256).
+ROPE=(--plugin ablations/plugins/rope2d.py --set model.pos_embed=rope_2d --set model.pos_placement=stem)
+if [[ ${SKIP_RUNS:-0} != 1 ]]; then
+  vitbench compare ablations/pos_embed.yaml --scale micro --cluster "$CLUSTER" --results "$STORE" "${ROPE[@]}" > /dev/null
+fi
+for cfg in $(grep -l "pos_embed: rope_2d" "$STORE"/runs/*/config.yaml); do
+  d=$(dirname "$cfg"); [[ -f $d/result.json ]] || continue
+  mkdir -p "$OUT/runs/$(basename "$d")"; cp "$d/config.yaml" "$d/result.json" "$OUT/runs/$(basename "$d")/"
+done
 for exp in $EXPERIMENTS; do
   name=$(basename "$exp" .yaml)
   vitbench table "$exp" --scale micro --results "$OUT" --format md --out "$OUT/tables/$name.md"
@@ -56,6 +66,10 @@ vitbench compare ablations/pos_embed.yaml --scale micro --results "$OUT" --no-ru
   --set model.pos_embed=sincos_2d --set model.pos_placement=stem > "$OUT/tables/pos_embed-compare-sincos_2d-stem.md"
 vitbench compare ablations/pos_embed.yaml --scale micro --results "$OUT" --no-run \
   --set model.pos_embed=none --metric pretrain/top1 > "$OUT/tables/pos_embed-compare-none-pretrain.md"
+for metric in fewshot/digits/5shot finetune/digits/top1 pretrain/top1; do
+  vitbench compare ablations/pos_embed.yaml --scale micro --results "$OUT" --no-run "${ROPE[@]}" --metric "$metric" \
+    > "$OUT/tables/pos_embed-compare-rope_2d-$(echo "$metric" | cut -d/ -f1).md"
+done
 
 # Figures 6/7 need checkpoints (in the store): every ViT of the pos-emb ablation side by side, and one
 # run in full (the micro default: learned 1D at the stem, [class], seed 0).

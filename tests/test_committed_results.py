@@ -35,6 +35,10 @@ def test_plots_reproduce(exp: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 COMPARES = [
     ("pos_embed-compare-sincos_2d-stem.md", ["--set", "model.pos_embed=sincos_2d", "--set", "model.pos_placement=stem"]),
     ("pos_embed-compare-none-pretrain.md", ["--set", "model.pos_embed=none", "--metric", "pretrain/top1"]),
+    *((f"pos_embed-compare-rope_2d-{m.split('/')[0]}.md",  # the plugin worked example (README, Plugins)
+       ["--plugin", "ablations/plugins/rope2d.py", "--set", "model.pos_embed=rope_2d", "--set",
+        "model.pos_placement=stem", "--metric", m]) for m in ("fewshot/digits/5shot", "finetune/digits/top1",
+                                                               "pretrain/top1")),
 ]
 
 

@@ -8,7 +8,7 @@ from vitbench.errors import UserError
 from vitbench.spec.grid import MAX_POINTS, count, excluded, expand, parse_excludes
 from vitbench.spec.schema import allowed_keys, default_config
 
-TOP = "eval, model, pretrain, runtime, seed, product, zip, chain"
+TOP = "eval, model, plugins, pretrain, runtime, seed, product, zip, chain"
 AUGMENT = "crop, cutmix, flip, mixup, randaugment"
 
 

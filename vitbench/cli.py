@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from vitbench.cliargs import RESULTS_HELP, add_plan_args, plan_from_args, results_dir
+from vitbench.cliargs import RESULTS_HELP, add_plan_args, add_plugin_arg, load_cli_plugins, plan_from_args, results_dir
 from vitbench.errors import UserError
 from vitbench.spec.yamlio import value_text
 
@@ -23,6 +23,7 @@ def cmd_run_one(args: argparse.Namespace) -> int:
     from vitbench.spec.runconfig import load_run_config
     from vitbench.train.run import Run
 
+    load_cli_plugins(args)
     overrides = list(args.set or [])
     if args.data_root:
         overrides.append(f"runtime.data_root={args.data_root}")
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="explicit run directory (default RESULTS/runs/<run id>)")
     p.add_argument("--data-root", help="root of real datasets and published checkpoints (default $VITBENCH_DATA)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    add_plugin_arg(p)
     p.set_defaults(func=cmd_run_one)
 
     p = sub.add_parser("run", help="submit every run of an experiment that is not done")

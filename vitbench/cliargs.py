@@ -10,6 +10,8 @@ from pathlib import Path
 DEFAULT_RESULTS = "vitbench-results"  # its run directories are vitbench-results/runs/<id>
 RESULTS_HELP = f"results directory (default $VITBENCH_RESULTS or ./{DEFAULT_RESULTS})"
 SCALE_HELP = "paper | small | micro | smoke (default: the file's default_scale)"
+PLUGIN_HELP = ("a Python file registering models, position embeddings, pooling heads or datasets (repeatable; "
+               "it is imported, i.e. run: README, Plugins)")
 MAX_RUNS_HELP = "refuse grids larger than this (default $VITBENCH_MAX_RUNS or 5000; never above 100,000)"
 
 
@@ -27,11 +29,23 @@ def add_plan_args(p: argparse.ArgumentParser, *, optional: bool = False, set_hel
     p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--data-root", help="root of real datasets and published checkpoints (default $VITBENCH_DATA)")
     p.add_argument("--max-runs", type=int, help=MAX_RUNS_HELP)
+    add_plugin_arg(p)
+
+
+def add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
+
+
+def load_cli_plugins(args: argparse.Namespace) -> None:
+    from vitbench.plugins import load_plugins
+
+    load_plugins(getattr(args, "plugin", None) or [], key="--plugin")
 
 
 def plan_from_args(args: argparse.Namespace, *, check_data: bool):  # noqa: ANN201 - Plan (torch-free import)
     from vitbench.plan.planner import make_plan  # lazy: `vitbench --help` should not import the planner
 
+    load_cli_plugins(args)
     overrides = list(getattr(args, "set", None) or [])
     if getattr(args, "data_root", None):
         overrides.append(f"runtime.data_root={args.data_root}")

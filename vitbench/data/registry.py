@@ -138,6 +138,11 @@ def register_dataset(name: str) -> Callable[[B], B]:
     return deco
 
 
+def unregister_dataset(name: str) -> None:
+    """Forget a dataset (a plugin whose import failed after registering it)."""
+    _REGISTRY.pop(name, None)
+
+
 def list_datasets() -> list[str]:
     return sorted(_REGISTRY)
 

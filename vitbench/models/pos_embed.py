@@ -25,6 +25,29 @@ PLACEMENTS = ("stem", "every_layer", "every_layer_shared")
 ABSOLUTE = ("learned_1d", "learned_2d", "sincos_2d")  # the variants added to the tokens
 
 Grid = tuple[int, int]
+# Plugin position embeddings (vitbench.plugins.pos_embed): name -> (kind, class); kind "absolute" | "attention".
+PLUGIN_POS: dict[str, tuple[str, type]] = {}
+
+
+def pos_embed_names() -> tuple[str, ...]:
+    """Every position embedding a model accepts: the built-ins, then those plugins registered."""
+    return POS_EMBEDS + tuple(PLUGIN_POS)
+
+
+def is_absolute(kind: str) -> bool:
+    """Added to the tokens (placed by ``pos_placement``), as opposed to acting inside attention."""
+    return kind in ABSOLUTE or PLUGIN_POS.get(kind, ("", None))[0] == "absolute"
+
+
+def attention_kind(kind: str) -> bool:
+    """Acts on queries and keys inside every block's attention (a plugin's rotary embedding)."""
+    return PLUGIN_POS.get(kind, ("", None))[0] == "attention"
+
+
+def attention_pos(kind: str, grid_size: Grid, head_dim: int, num_prefix_tokens: int) -> nn.Module | None:
+    """A plugin's attention-kind position module (rotary embeddings), or None."""
+    entry = PLUGIN_POS.get(kind)
+    return entry[1](grid_size, head_dim, num_prefix_tokens) if entry and entry[0] == "attention" else None
 
 
 def resize_grid(grid: torch.Tensor, new_size: Grid) -> torch.Tensor:
@@ -152,8 +175,9 @@ class SinCosPosEmbed2d(AbsPosEmbed):
             self.grid_size = grid_size
 
 
-def create_abs_pos_embed(kind: str, grid_size: Grid, dim: int, num_prefix_tokens: int) -> AbsPosEmbed:
-    cls = {"learned_1d": LearnedPosEmbed1d, "learned_2d": LearnedPosEmbed2d, "sincos_2d": SinCosPosEmbed2d}[kind]
+def create_abs_pos_embed(kind: str, grid_size: Grid, dim: int, num_prefix_tokens: int) -> nn.Module:
+    builtin = {"learned_1d": LearnedPosEmbed1d, "learned_2d": LearnedPosEmbed2d, "sincos_2d": SinCosPosEmbed2d}
+    cls = builtin[kind] if kind in builtin else PLUGIN_POS[kind][1]
     return cls(grid_size, dim, num_prefix_tokens)
 
 

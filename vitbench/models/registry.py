@@ -18,8 +18,8 @@ from typing import Any, Callable, Literal, Mapping
 
 from torch import nn
 
-Family = Literal["vit", "bit", "hybrid"]
-FAMILIES = ("vit", "bit", "hybrid")
+Family = Literal["vit", "bit", "hybrid", "plugin"]
+FAMILIES = ("vit", "bit", "hybrid")  # built in; "plugin": a model a plugin file registered (vitbench.plugins)
 
 # Arguments every builder takes; not "options" of a family.
 COMMON_KEYS = ("num_classes", "img_size", "in_chans")
@@ -64,6 +64,33 @@ def register_model(
         return fn
 
     return deco
+
+
+def register_plugin_model(name: str, fn: Callable[..., nn.Module], options: tuple[str, ...],
+                          validate: Callable[[dict[str, Any]], None] | None) -> Callable[[], None]:
+    """A plugin's model (vitbench.plugins.model) under its exact name; returns the undo. ValueError: a clash."""
+    unknown = [o for o in options if o not in VIT_DEFAULTS]
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; allowed: {', '.join(VIT_DEFAULTS)}")
+    for entry in _REGISTRY.values():
+        if entry.pattern.fullmatch(name):
+            raise ValueError(f"{name!r} is a name of the {entry.family} family ({entry.grammar}); choose another")
+
+    def check(model: str, m: re.Match[str], opts: dict[str, Any]) -> None:
+        for key in VIT_DEFAULTS:  # run configs carry every model key: those it does not take stay at default
+            if key not in options and opts[key] != VIT_DEFAULTS[key]:
+                raise ValueError(f"{model}: {key}={opts[key]!r} is not an option of this plugin model (leave it at "
+                                 f"{VIT_DEFAULTS[key]!r}); allowed: {', '.join(options) or 'none'}")
+        if validate is not None:
+            validate({k: opts[k] for k in options})
+
+    def build(m: re.Match[str], *, name: str, num_classes: int, img_size: int, in_chans: int,
+              **opts: Any) -> nn.Module:
+        return fn(num_classes=num_classes, img_size=img_size, in_chans=in_chans, **{k: opts[k] for k in options})
+
+    key = f"plugin:{name}"
+    _REGISTRY[key] = _Entry("plugin", re.compile(re.escape(name)), name, (name,), dict(VIT_DEFAULTS), check, build)
+    return lambda: _REGISTRY.pop(key, None)
 
 
 def _lookup(name: Any) -> tuple[_Entry, re.Match[str]]:
@@ -154,7 +181,7 @@ def config_kwargs(m: Mapping[str, Any]) -> dict[str, Any]:
     """The ``create_model`` options a run config's ``model`` section implies (ViT-only keys for ViT/hybrid)."""
     # drop_path: stochastic depth for every family (ViT/hybrid blocks; BiT via timm ResNetV2 drop_path_rate)
     kw: dict[str, Any] = {"dropout": m["dropout"], "drop_path": m.get("drop_path", 0.0)}
-    if model_family(m["name"]) in ("vit", "hybrid"):
+    if model_family(m["name"]) in ("vit", "hybrid", "plugin"):  # a plugin model checks which it takes
         kw.update(pos_embed=m["pos_embed"], pos_placement=m["pos_placement"], pool=m["pool"],
                   pre_logits=m["pre_logits"])
     return kw

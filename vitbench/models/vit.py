@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from torch import nn
 
-from vitbench.models.pos_embed import ABSOLUTE, PLACEMENTS, POS_EMBEDS, AbsPosEmbed, RelativePositionBias, \
-    create_abs_pos_embed
+from vitbench.models.pos_embed import PLACEMENTS, AbsPosEmbed, RelativePositionBias, attention_kind, attention_pos, \
+    create_abs_pos_embed, is_absolute, pos_embed_names
 from vitbench.models.registry import VIT_DEFAULTS, check_bool, check_choice, check_rate, register_model
 
 # size -> (width D, depth, heads, MLP width); paper Table 1 plus Ti/S (DeiT) and two CPU-sized models.
@@ -39,6 +39,17 @@ VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
     "nano": (32, 2, 2, 64),
 }
 POOLS = ("cls", "gap")
+# Plugin pooling heads (vitbench.plugins.pool): name -> (needs_cls, class built as cls(dim)).
+PLUGIN_POOLS: dict[str, tuple[bool, type]] = {}
+
+
+def pool_names() -> tuple[str, ...]:
+    """Every pooling a ViT accepts: [class], GAP, then those plugins registered."""
+    return POOLS + tuple(PLUGIN_POOLS)
+
+
+def _has_cls(pool: str) -> bool:
+    return pool == "cls" or PLUGIN_POOLS.get(pool, (False, None))[0]
 
 
 class Attention(nn.Module):
@@ -63,9 +74,12 @@ class Attention(nn.Module):
         self.rel_pos = rel_pos
         self.fused = True
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, return_attn: bool = False,
+                pos_attn: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if pos_attn is not None:  # a plugin's attention-kind position embedding (rotary): acts on q and k
+            q, k = pos_attn(q, k)
         bias = self.rel_pos().to(q.dtype) if self.rel_pos is not None else None
         attn = None
         if self.fused and not return_attn:
@@ -92,8 +106,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, hidden_features=mlp_dim, act_layer=nn.GELU, drop=dropout)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y, attn = self.attn(self.norm1(x), return_attn)
+    def forward(self, x: torch.Tensor, return_attn: bool = False,
+                pos_attn: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, attn = self.attn(self.norm1(x), return_attn, pos_attn)
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, attn
@@ -124,13 +139,15 @@ class VisionTransformer(nn.Module):
         grid = tuple(self.patch_embed.grid_size)
         self.grid_size = grid
 
-        self.num_prefix_tokens = 1 if pool == "cls" else 0  # GAP has no class token
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.num_prefix_tokens = 1 if _has_cls(pool) else 0  # GAP has no class token
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if _has_cls(pool) else None
+        self.pool_head = PLUGIN_POOLS[pool][1](dim) if pool in PLUGIN_POOLS else None
 
         # Absolute embeddings: one module (stem / every_layer_shared) or one per block (every_layer).
-        n_abs = 0 if pos_embed not in ABSOLUTE else (depth if pos_placement == "every_layer" else 1)
+        n_abs = 0 if not is_absolute(pos_embed) else (depth if pos_placement == "every_layer" else 1)
         self.pos_embed = nn.ModuleList(
             create_abs_pos_embed(pos_embed, grid, dim, self.num_prefix_tokens) for _ in range(n_abs))
+        self.pos_attn = attention_pos(pos_embed, grid, dim // num_heads, self.num_prefix_tokens)
         self.pos_drop = nn.Dropout(dropout)
 
         dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows linearly
@@ -162,12 +179,15 @@ class VisionTransformer(nn.Module):
             return None
         return self.pos_embed[i if self.pos_placement == "every_layer" else 0]
 
-    def _encode(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _encode(self, x: torch.Tensor, return_attn: bool = False,
+                corrupt: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.patch_embed(x)
         n_expected = self.grid_size[0] * self.grid_size[1]
         if x.shape[1] != n_expected:
             raise ValueError(f"{self.model_name} is set up for {self.img_size}px ({n_expected} patches), "
                              f"got {x.shape[1]} patches; call set_img_size() first")
+        if corrupt is not None:  # masked patch prediction: the patch embeddings, before [class] and positions
+            x = corrupt(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         attns = []
@@ -177,12 +197,14 @@ class VisionTransformer(nn.Module):
                 x = pos(x)
             if i == 0:
                 x = self.pos_drop(x)
-            x, attn = blk(x, return_attn)
+            x, attn = blk(x, return_attn, self.pos_attn)
             if attn is not None:
                 attns.append(attn)
         return self.norm(x), attns
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_head is not None:
+            return self.pool_head(x)
         return x[:, 0] if self.pool == "cls" else x.mean(dim=1)
 
     # ---- common model interface ---------------------------------------------------------------------------
@@ -194,6 +216,12 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
+    def encode_patches(self, x: torch.Tensor,
+                       corrupt: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The encoder's output at the patch tokens (B, N, D), after the final norm; ``corrupt`` maps the patch
+        embeddings (B, N, D) first (masked patch prediction, vitbench/train/mpp.py)."""
+        return self._encode(x, corrupt=corrupt)[0][:, self.num_prefix_tokens:]
+
     def forward_attention(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Softmax attention probabilities, one (B, heads, N, N) tensor per layer (N includes the class token).
 
@@ -204,7 +232,7 @@ class VisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Names of the class token and position tables (timm's convention for excluding them from decay)."""
         return {n for n, _ in self.named_parameters()
-                if n == "cls_token" or n.startswith("pos_embed.") or ".rel_pos." in n}
+                if n == "cls_token" or n.startswith(("pos_embed.", "pos_attn.")) or ".rel_pos." in n}
 
     def reset_classifier(self, num_classes: int) -> None:
         """Fine-tuning head (paper §3.1): drop pre-logits, new zero-initialised Linear(D, num_classes)."""
@@ -228,7 +256,7 @@ class VisionTransformer(nn.Module):
         if img_size == self.img_size:
             return
         grid = self._embed_grid(img_size)
-        for pe in self.pos_embed:
+        for pe in [*self.pos_embed, *([self.pos_attn] if self.pos_attn is not None else [])]:
             pe.set_grid_size(grid)
         for blk in self.blocks:
             if blk.attn.rel_pos is not None:
@@ -242,14 +270,14 @@ class VisionTransformer(nn.Module):
 
 def validate_vit_options(name: str, opts: dict[str, Any], dim: int) -> None:
     """Checks shared by ViT and hybrid models (``opts`` has defaults filled in)."""
-    check_choice(name, "pos_embed", opts["pos_embed"], POS_EMBEDS)
+    check_choice(name, "pos_embed", opts["pos_embed"], pos_embed_names())
     check_choice(name, "pos_placement", opts["pos_placement"], PLACEMENTS)
-    check_choice(name, "pool", opts["pool"], POOLS)
+    check_choice(name, "pool", opts["pool"], pool_names())
     check_bool(name, "pre_logits", opts["pre_logits"])
     check_rate(name, "dropout", opts["dropout"])
     check_rate(name, "drop_path", opts["drop_path"])
     pe, place = opts["pos_embed"], opts["pos_placement"]
-    if pe in ("none", "relative") and place != "stem":
+    if (pe in ("none", "relative") or attention_kind(pe)) and place != "stem":
         raise ValueError(f"{name}: pos_embed={pe!r} only works with pos_placement='stem' (paper Table 8), "
                          f"got {place!r}")
     if pe == "learned_2d" and dim % 2:

@@ -16,18 +16,27 @@ from vitbench.spec.schema import RUNTIME_KEY
 ID_LENGTH = 12
 
 
-# Model keys left out of the id: the checkpoint's path (its sha256 stands for it, so a moved file keeps its runs),
-# and both at null, so that the ids of runs planned before these keys existed stand.
-INIT_KEYS = ("init", "init_sha256")
+# Keys added after runs were first recorded, left out of the id at the value every earlier run had, so that
+# earlier ids stand: (section, key) -> that value.
+LATER_KEYS: dict[tuple[str, str], Any] = {
+    ("model", "init"): None, ("model", "init_sha256"): None,
+    ("pretrain", "objective"): "supervised", ("pretrain", "mpp_target"): "mean_color",
+}
 
 
 def defining_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of a run config that defines the run."""
     out = {k: v for k, v in cfg.items() if k != RUNTIME_KEY}
-    m = out.get("model")
-    if isinstance(m, dict) and any(k in m for k in INIT_KEYS):
-        out["model"] = {k: v for k, v in m.items()
-                        if k not in INIT_KEYS or (k == "init_sha256" and v is not None)}
+    if "plugins" in out:  # the plugins' contents define the run, not where they lie; none: as before plugins
+        hashes = sorted(e["sha256"] for e in out.pop("plugins") or [] if isinstance(e, dict) and "sha256" in e)
+        if hashes:
+            out["plugins"] = hashes
+    for section in {s for s, _ in LATER_KEYS}:
+        sub = out.get(section)
+        if isinstance(sub, dict):
+            out[section] = {k: v for k, v in sub.items() if (section, k) not in LATER_KEYS
+                            or (v != LATER_KEYS[(section, k)] and (section, k) != ("model", "init"))}
+    # model.init (a path) never counts: its sha256, model.init_sha256, stands for it, so a moved file keeps its runs
     return out
 
 

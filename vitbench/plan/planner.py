@@ -98,12 +98,13 @@ def scale_base(exp: Experiment, scale: str | None) -> tuple[str, dict[str, Any],
 
 def planned_run(base: dict[str, Any], recipes: list[Recipe], layers: list[tuple[str, Any]],
                 point: dict[str, Any], *, file: str | None = None) -> PlannedRun:
-    """One run: ``resolve_config`` of the layers (the checkpoint's hash stamped in), its id, the point it stands
-    for and the recipes applied."""
+    """One run: ``resolve_config`` of the layers (the checkpoint's and plugins' hashes stamped in), its id, the point
+    it stands for and the recipes applied."""
     from vitbench.models.published import stamp_init
+    from vitbench.plugins import stamp_plugins
 
     cfg, applied = resolve_config(base, recipes, layers)
-    cfg = stamp_init(cfg, file=file)
+    cfg = stamp_plugins(stamp_init(cfg, file=file))
     return PlannedRun(run_id(cfg), cfg, point, applied)
 
 

@@ -37,7 +37,9 @@ def planned_metrics(cfg: dict[str, Any]) -> set[str]:
     """The metric names a run of this config records (summary_metrics' names, and the Figure 9 curve)."""
     from vitbench.spec.budget import evaluation_only
 
-    out = set() if evaluation_only(cfg) else {"pretrain/top1"}
+    # a pretraining top-1 needs a supervised head: not for a published model as it is, nor a self-supervised one
+    supervised = cfg["pretrain"].get("objective", "supervised") == "supervised"
+    out = {"pretrain/top1"} if supervised and not evaluation_only(cfg) else set()
     fs, ft = cfg["eval"]["fewshot"], cfg["eval"]["finetune"]
     for ds in fs.get("datasets") or []:
         for k in fs.get("shots") or []:

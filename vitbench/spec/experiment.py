@@ -14,6 +14,8 @@ Top-level keys (anything else is an error)::
     scales:       {paper|small|micro|smoke: {base, grid, exclude, seeds, recipes, description}}
     default_scale: the scale used without --scale
     report:       how `vitbench table` / `plot` lay the results out (vitbench.aggregate)
+    plugins:      Python files, relative to this file, that register models, position embeddings, pooling
+                  heads or datasets (vitbench.plugins); imported when the file is read
 
 Merging: ``extends`` parents first (in order), then this file. ``base``, ``recipes`` and ``scales``
 are deep merged (a recipe is replaced or amended by name), ``grid``, ``exclude``, ``seeds`` and
@@ -38,7 +40,7 @@ from vitbench.spec.schema import deep_merge, validate_structure
 
 SCALES = ("paper", "small", "micro", "smoke")
 TOP_KEYS = ("extends", "description", "base", "grid", "exclude", "seeds", "recipes", "scales", "default_scale",
-            "report")
+            "report", "plugins")
 SCALE_KEYS = ("description", "base", "grid", "exclude", "seeds", "recipes")
 RECIPE_KEYS = ("when", "set", "note")
 FAMILY_KEY = "model.family"  # a recipe may match the model family (vit | bit | hybrid) instead of names
@@ -204,6 +206,19 @@ def _check_seeds(seeds: Any, file: str, where: str) -> list[int]:
     return seeds
 
 
+def _load_plugins(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Import the file's plugins (paths relative to it); ``plugins`` becomes their resolved paths."""
+    from vitbench.plugins import load_plugin
+
+    plugins = raw.get("plugins")
+    if plugins is None:
+        return raw
+    if not isinstance(plugins, list) or not all(isinstance(x, str) and x for x in plugins):
+        raise UserError("must be a list of plugin file paths (relative to this file)", file=str(path), key="plugins")
+    files = [load_plugin(path.parent / rel, file=str(path), key=f"plugins[{i}]").file for i, rel in enumerate(plugins)]
+    return {**raw, "plugins": files}
+
+
 def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(parent)
     for key, value in child.items():
@@ -211,6 +226,8 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
             continue
         if key in ("base", "scales", "recipes") and isinstance(out.get(key), dict) and isinstance(value, dict):
             out[key] = deep_merge(out[key], value)
+        elif key == "plugins":  # every file's plugins stay registered: the union, in order
+            out[key] = list(dict.fromkeys([*out.get(key, []), *value]))
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -236,6 +253,7 @@ def load_experiment(path: str | Path, _stack: tuple[Path, ...] = (), _reads: lis
         raise UserError(f"extends more than {MAX_EXTENDS_FILES} files in all (repeats included)",
                         file=str(path), key="extends")
     raw = _check_top(read_yaml(path), path)
+    raw = _load_plugins(raw, path)
     parents = raw.get("extends") or []
     if isinstance(parents, str):
         parents = [parents]

@@ -127,6 +127,7 @@ def check_semantics(cfg: dict[str, Any], *, file: str | None = None, check_data:
         raise UserError("needs at least one learning rate (or set eval.finetune.dataset: null)",
                         file=file, key="eval.finetune.lrs")
     check_budgets(cfg, file=file)
+    check_objective(cfg, file=file)
     for key, section in (("pretrain", cfg["pretrain"]), ("eval.finetune", ft)):
         try:
             aug = parse_augment(section["augment"])
@@ -166,6 +167,30 @@ def check_budgets(cfg: dict[str, Any], *, file: str | None = None) -> None:
                             file=file, key=f"{key}.warmup_steps")
 
 
+def check_objective(cfg: dict[str, Any], *, file: str | None = None) -> None:
+    """Masked patch prediction needs a ViT's patch tokens and unmixed images; ``none`` is a zero budget."""
+    from vitbench.models import model_family
+    from vitbench.spec.budget import steps_for
+
+    p, m = cfg["pretrain"], cfg["model"]
+    if p["objective"] == "none" and steps_for(p, 1) != 0:
+        raise UserError("none means no pretraining (a model trained from scratch): set pretrain.steps: 0",
+                        file=file, key="pretrain.objective")
+    if p["objective"] != "masked_patch":
+        return
+    if model_family(m["name"]) != "vit":
+        raise UserError(f"masked_patch corrupts a ViT's patch embeddings; {m['name']} is a "
+                        f"{model_family(m['name'])} model", file=file, key="pretrain.objective")
+    patch = int(m["name"].rsplit("/", 1)[1])
+    if p["mpp_target"] == "color_4x4" and patch % 4:
+        raise UserError(f"color_4x4 pools each patch to 4x4: the patch size ({patch}) must be a multiple of 4",
+                        file=file, key="pretrain.mpp_target")
+    for key in ("mixup", "cutmix"):
+        if p["augment"][key]:
+            raise UserError("masked patch prediction predicts the image's own patches: Mixup/CutMix must be 0",
+                            file=file, key=f"pretrain.augment.{key}")
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().strip("'\"") or type(exc).__name__
     return " ".join(text.split())
@@ -181,6 +206,7 @@ def load_run_config(path: str | os.PathLike[str], overrides: list[str] | None = 
     if not isinstance(raw, dict):
         raise UserError(f"must be a mapping of run-config keys, got {type(raw).__name__}", file=str(path))
     from vitbench.models.published import stamp_init
+    from vitbench.plugins import stamp_plugins
 
     raw = apply_overrides(validate_structure(raw, file=str(path)), overrides or [], file=str(path))
-    return stamp_init(resolve_run_config(raw, file=str(path)), file=str(path))
+    return stamp_plugins(stamp_init(resolve_run_config(raw, file=str(path)), file=str(path)))

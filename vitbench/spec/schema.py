@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from vitbench.errors import UserError
-from vitbench.models import PLACEMENTS, POOLS, POS_EMBEDS, VIT_DEFAULTS  # the models own their options
+from vitbench.models import PLACEMENTS, VIT_DEFAULTS  # the models own their options
+from vitbench.models.pos_embed import pos_embed_names
+from vitbench.models.vit import pool_names
+from vitbench.train.mpp import TARGETS as MPP_TARGETS
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class Field:
     type: tuple[type, ...]  # allowed Python types of the value (after YAML parsing)
     default: Any
     help: str
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None  # a callable: plugins add names
     nullable: bool = False
     minimum: float | None = None  # inclusive lower bound for numbers and list items
     item_type: type | None = None  # for lists: type of each item
@@ -53,13 +56,17 @@ EXCLUSIVE = {"steps": "epochs", "epochs": "steps"}
 
 SCHEMA: dict[str, Any] = {
     "seed": Field(INT, 0, "run seed: model init, data order, augmentation, few-shot draws", minimum=0),
+    "plugins": Field(LIST, [], "the plugin files whose names this run uses, {file, sha256} each: filled in at "
+                     "planning (the sha256 is part of the run id), checked when the job starts (vitbench.plugins)",
+                     item_type=dict),
     "model": {
         "name": Field(STR, "ViT-micro/4", "registered model name, e.g. ViT-B/16, BiT-R50x1, R50+B/16, ViT-micro/4"),
-        "pos_embed": Field(STR, VIT_DEFAULTS["pos_embed"], "ViT position embedding (paper Table 8)", choices=POS_EMBEDS),
+        "pos_embed": Field(STR, VIT_DEFAULTS["pos_embed"], "ViT position embedding (paper Table 8; plugins add names)",
+                           choices=pos_embed_names),
         "pos_placement": Field(STR, VIT_DEFAULTS["pos_placement"], "where position embeddings are added (Table 8 columns)",
                                choices=PLACEMENTS),
         "pool": Field(STR, VIT_DEFAULTS["pool"], "representation: [class] token or global average pooling (App. D.3)",
-                      choices=POOLS),
+                      choices=pool_names),
         "pre_logits": Field(BOOL, VIT_DEFAULTS["pre_logits"], "paper's pretraining head: Linear(D,D)+tanh before the classifier"),
         "dropout": Field(FLOAT, VIT_DEFAULTS["dropout"], "dropout rate (paper: 0.1 for ImageNet/21k pretraining, 0 for JFT)",
                          minimum=0.0),
@@ -91,6 +98,12 @@ SCHEMA: dict[str, Any] = {
         "decay": Field(STR, "linear", "decay after warm-up", choices=("linear", "cosine")),
         "grad_clip": Field(FLOAT, 1.0, "clip gradients at this global norm; 0 disables", minimum=0.0),
         "label_smoothing": Field(FLOAT, 0.0, "label smoothing of the cross-entropy", minimum=0.0),
+        "objective": Field(STR, "supervised", "supervised (labels) | masked_patch (self-supervised, paper §4.6, "
+                           "App. B.1.2: vitbench/train/mpp.py) | none (no pretraining: from scratch; budget 0)",
+                           choices=("supervised", "masked_patch", "none")),
+        "mpp_target": Field(STR, "mean_color", "masked patch prediction's target: mean_color (3-bit mean colour, 512 "
+                            "classes) | color_4x4 (4x4, 3-bit colour per pixel) | pixels (L2 on the patch)",
+                            choices=MPP_TARGETS),
         "augment": dict(AUGMENT),
     },
     "eval": {
@@ -201,8 +214,9 @@ def check_value(f: Field, value: Any, *, file: str | None, key: str) -> Any:
                 raise UserError(f"item {i} must be {_type_name(f)[8:]}, got {item!r:.60}", file=file, key=key)
             checked.append(float(item) if f.item_type is float else item)
         value = items = checked
-    if f.choices is not None and value not in f.choices:
-        raise UserError(f"{value!r} is not allowed; choose one of {', '.join(map(str, f.choices))}", file=file, key=key)
+    choices = f.choices() if callable(f.choices) else f.choices
+    if choices is not None and value not in choices:
+        raise UserError(f"{value!r} is not allowed; choose one of {', '.join(map(str, choices))}", file=file, key=key)
     if f.minimum is not None:
         for item in items:
             if isinstance(item, (int, float)) and not isinstance(item, bool):

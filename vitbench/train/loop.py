@@ -54,13 +54,20 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
 def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
-                     device: torch.device, precision: str, label_smoothing: float) -> torch.Tensor:
-    """The first half of a training step: forward, loss, fresh gradients. Returns the loss (on device)."""
+                     device: torch.device, precision: str, label_smoothing: float, loss_fn: LossFn | None = None,
+                     step: int = 0) -> torch.Tensor:
+    """The first half of a training step: forward, loss, fresh gradients. Returns the loss (on device).
+
+    ``loss_fn(model, x, y, step)``: another objective's loss (masked patch prediction); default cross-entropy.
+    """
     with autocast_for(device, precision):
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), y,  # soft (mixed) targets are already smoothed
-                           label_smoothing=0.0 if y.is_floating_point() else label_smoothing)
+        out = model(x) if loss_fn is None else loss_fn(model, x, y, step)
+    loss = out.float() if loss_fn is not None else F.cross_entropy(
+        out.float(), y, label_smoothing=0.0 if y.is_floating_point() else label_smoothing)  # mixed: smoothed already
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss
@@ -88,6 +95,7 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
                batch_transform: Callable[[torch.Tensor, torch.Tensor],
                                                                       tuple[torch.Tensor, torch.Tensor]] | None = None,
                mix: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+               loss_fn: LossFn | None = None,
                ) -> LoopResult:
     """Run steps ``start_step .. total_steps-1``.
 
@@ -140,7 +148,7 @@ def train_loop(model: nn.Module, data: BatchSource, optimizer: torch.optim.Optim
             x, y = batch_transform(x, y)
         t1 = time.perf_counter()
         loss = forward_backward(model, x, y, optimizer, device=device, precision=precision,
-                                label_smoothing=label_smoothing)
+                                label_smoothing=label_smoothing, loss_fn=loss_fn, step=step)
         optimizer_step(params, optimizer, scheduler, grad_clip)
         pending.append(loss.detach())
         t_data += t1 - t0

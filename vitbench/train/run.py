@@ -22,6 +22,7 @@ from vitbench.errors import UserError
 from vitbench.record.faults import fault_point, with_step_delay
 from vitbench.record.metrics import summary_metrics
 from vitbench.models.published import init_for_run
+from vitbench.plugins import load_for_run
 from vitbench.spec.budget import describe, epochs_of, evaluation_only, steps_for
 from vitbench.record.rundir import RunDir
 from vitbench.train import distributed
@@ -30,6 +31,7 @@ from vitbench.train.fewshot import fewshot_eval
 from vitbench.train.selection import summarise_finetune
 from vitbench.train import convergence
 from vitbench.train.timing import Phases
+from vitbench.train.mpp import MaskedPatchPretraining, pretraining_loss
 from vitbench.train.loop import LoopResult, at_resolution, extract, resolve_device, top1, train_loop
 from vitbench.train.probe import FewshotProbe, fewshot_curve
 from vitbench.train.optim import build_finetune_optimizer, build_pretrain_optimizer, build_schedule
@@ -135,6 +137,7 @@ class Run:
             self.rd.clear_error()
         p = cfg["pretrain"]
         torch.manual_seed(cfg["seed"])
+        load_for_run(cfg)  # the plugins whose names the run uses, if they still have their planned bytes
         init = init_for_run(cfg)  # the checkpoint still has the bytes the run id was made from
         if evaluation_only(cfg):  # a published model as it is: no pretraining data, no head to pretrain
             train_ds, self.train_size, self.pretrain_steps = None, 0, 0
@@ -172,12 +175,14 @@ class Run:
     def pretrain(self, model: nn.Module, train_ds: Any) -> LoopResult:
         p, rt = self.cfg["pretrain"], self.cfg["runtime"]
         total = self.pretrain_steps
-        optimizer = build_pretrain_optimizer(model, p, log=self.log)  # logs which tensors are decayed
+        mpp = p["objective"] == "masked_patch"  # self-supervised: the ViT inside a [mask] + prediction head
+        trained = MaskedPatchPretraining(model, p["mpp_target"], self.cfg["seed"]).to(self.device) if mpp else model
+        optimizer = build_pretrain_optimizer(trained, p, log=self.log)  # logs which tensors are decayed
         scheduler = build_schedule(optimizer, total=total, warmup=p["warmup_steps"], decay=p["decay"])
         start = 0
         ckpt = load_checkpoint(self.rd.ckpt_dir, log=self.log)
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
+            trained.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             set_rng_state(ckpt["rng"])
@@ -193,7 +198,7 @@ class Run:
             return LoopResult("ok", start, ckpt.get("last_loss") if ckpt else None)
 
         loader = self._loader(train_ds, p["batch_size"], train=True, augment=p["augment"], seed=self.cfg["seed"])
-        net: nn.Module = model
+        net: nn.Module = trained
         if rt["compile"]:
             net = torch.compile(net)  # type: ignore[assignment]
         if self.dist.enabled:
@@ -202,7 +207,7 @@ class Run:
 
         def save(step: int) -> None:
             if self.dist.is_main:
-                save_checkpoint(self.rd.ckpt_dir, {"step": step, "model": model.state_dict(),
+                save_checkpoint(self.rd.ckpt_dir, {"step": step, "model": trained.state_dict(),
                                                    "optimizer": optimizer.state_dict(),
                                                    "scheduler": scheduler.state_dict(), "rng": rng_state()})
                 self.rd.metric("checkpoint", step=step)
@@ -220,7 +225,8 @@ class Run:
                              checkpoint_every=rt["checkpoint_every"], on_checkpoint=save,
                              should_stop=self.should_stop, progress=bar, on_step=with_step_delay(probe),
                              reduce_losses=distributed.mean_across_ranks if self.dist.enabled else None,
-                             mix=loader.mixer(p["label_smoothing"]),  # Mixup/CutMix: global batch, before the shard
+                             mix=None if mpp else loader.mixer(p["label_smoothing"]),  # global batch, before the shard
+                             loss_fn=pretraining_loss if mpp else None,
                              batch_transform=lambda x, y: distributed.shard(x, y, self.dist))
         finally:
             if bar is not None:
@@ -228,7 +234,7 @@ class Run:
         if res.status == "diverged":
             self.log(f"pretraining diverged: non-finite loss at step {res.diverged_at}")
             if self.dist.is_main:
-                save_checkpoint(self.rd.ckpt_dir, {"step": res.steps_done, "model": model.state_dict(),
+                save_checkpoint(self.rd.ckpt_dir, {"step": res.steps_done, "model": trained.state_dict(),
                                                    "optimizer": optimizer.state_dict(),
                                                    "scheduler": scheduler.state_dict(), "rng": rng_state(),
                                                    "diverged_at": res.diverged_at})
@@ -245,8 +251,8 @@ class Run:
             return None
         cfg, progress = self.cfg, self.rd.read_progress()
         p = cfg["pretrain"]
-        if train_ds is None:
-            progress["pretrain_top1"] = None  # evaluation only: the pretraining set is not read
+        if train_ds is None or p["objective"] != "supervised":
+            progress["pretrain_top1"] = None  # no supervised head (published as it is, self-supervised, none)
         elif "pretrain_top1" not in progress:
             test = self._dataset(p["dataset"], "test", p["img_size"])
             progress["pretrain_top1"] = top1(model, self._eval_batches(test), device=self.device,
@@ -339,6 +345,7 @@ class Run:
                          "diverged_at": pre.diverged_at,
                          # forward + backward ≈ 3 × forward FLOPs (the paper's compute axis)
                          "train_flops": 3 * flops * images_seen},
+            "plugins": self.cfg.get("plugins") or [],
             "env": environment(),
             "wall_s": round(time.time() - t_start, 2),
         }

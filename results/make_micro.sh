@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLUSTER=${CLUSTER:-slurm}
-EXPERIMENTS=$(python3 -m vitbench.plan.suite)  # the four paper experiments (vitbench/plan/suite.py)
+EXPERIMENTS=$(python3 -m vitbench.plan.suite --micro)  # the paper experiments committed at micro (vitbench/plan/suite.py)
 STORE=results/store
 OUT=results/micro
 

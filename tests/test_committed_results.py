@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from vitbench.cli import main
-from vitbench.plan.suite import PAPER_EXPERIMENTS
+from vitbench.plan.suite import MICRO_EXPERIMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "results" / "micro"
-EXPERIMENTS = PAPER_EXPERIMENTS
+EXPERIMENTS = MICRO_EXPERIMENTS
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda e: Path(e).stem)

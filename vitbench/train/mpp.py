@@ -225,14 +225,22 @@ def loss(pred: Tensor, target: Tensor, corrupted: Tensor, kind: str) -> Tensor:
     if kind == "mean_color":
         if pred.shape[-1] != NUM_COLORS or target.ndim != 2:
             raise ValueError(f"mean_color wants pred (B, N, {NUM_COLORS}) and target (B, N)")
-        return F.cross_entropy(p, t.long())
-    if kind == "color_4x4":
+    elif kind == "color_4x4":
         cells = SUBGRID * SUBGRID
         if pred.shape[-1] != cells * NUM_COLORS or target.shape[2:] != (cells,):
             raise ValueError(f"color_4x4 wants pred (B, N, {cells * NUM_COLORS}) and target (B, N, {cells})")
-        return F.cross_entropy(p.reshape(-1, NUM_COLORS), t.reshape(-1).long())
-    if target.shape != pred.shape:
+    elif target.shape != pred.shape:
         raise ValueError(f"pixels wants pred and target of one shape, got {tuple(pred.shape)}, {tuple(target.shape)}")
+    return selected_loss(p, t, kind)
+
+
+def selected_loss(p: Tensor, t: Tensor, kind: str) -> Tensor:
+    """The loss of the corrupted patches' predictions p (K, output_size) against their targets t (K, ...)."""
+    p = p.float()
+    if kind == "mean_color":
+        return F.cross_entropy(p, t.long())
+    if kind == "color_4x4":
+        return F.cross_entropy(p.reshape(-1, NUM_COLORS), t.reshape(-1).long())
     return F.mse_loss(p, t.float())
 
 
@@ -254,7 +262,9 @@ class MaskedPatchPretraining(nn.Module):
         b, n = images.shape[0], self.vit.grid_size[0] * self.vit.grid_size[1]
         c = draw_corruption(b, n, step_generator(self.seed, step)).to(images.device)
         out = self.vit.encode_patches(images, corrupt=lambda t: apply_corruption(t, self.mask_token, c))
-        return loss(self.head(out), targets(images, self.patch, self.kind), c.corrupted, self.kind)
+        # the head only where the loss is: color_4x4's 8,192 outputs per patch are most of a micro step's cost
+        sel = c.corrupted
+        return selected_loss(self.head(out[sel]), targets(images, self.patch, self.kind)[sel], self.kind)
 
     def no_weight_decay(self) -> set[str]:
         return {f"vit.{n}" for n in self.vit.no_weight_decay()} | {"mask_token"}

@@ -19,9 +19,10 @@ ID_LENGTH = 12
 # Keys added after runs were first recorded, left out of the id at the value every earlier run had, so that
 # earlier ids stand: (section, key) -> that value.
 LATER_KEYS: dict[tuple[str, str], Any] = {
-    ("model", "init"): None, ("model", "init_sha256"): None,
-    ("pretrain", "objective"): "supervised", ("pretrain", "mpp_target"): "mean_color",
+    ("model", "init_sha256"): None, ("pretrain", "objective"): "supervised", ("pretrain", "mpp_target"): "mean_color",
 }
+# Never in the id: a checkpoint's path (model.init_sha256 stands for it, so a moved file keeps its runs).
+PATH_KEYS = {("model", "init")}
 
 
 def defining_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -31,12 +32,11 @@ def defining_config(cfg: dict[str, Any]) -> dict[str, Any]:
         hashes = sorted(e["sha256"] for e in out.pop("plugins") or [] if isinstance(e, dict) and "sha256" in e)
         if hashes:
             out["plugins"] = hashes
-    for section in {s for s, _ in LATER_KEYS}:
+    for section in {s for s, _ in (*LATER_KEYS, *PATH_KEYS)}:
         sub = out.get(section)
         if isinstance(sub, dict):
-            out[section] = {k: v for k, v in sub.items() if (section, k) not in LATER_KEYS
-                            or (v != LATER_KEYS[(section, k)] and (section, k) != ("model", "init"))}
-    # model.init (a path) never counts: its sha256, model.init_sha256, stands for it, so a moved file keeps its runs
+            out[section] = {k: v for k, v in sub.items() if (section, k) not in PATH_KEYS
+                            and ((section, k) not in LATER_KEYS or v != LATER_KEYS[(section, k)])}
     return out
 
 

@@ -17,7 +17,7 @@ from vitbench.plan.ids import run_id
 from vitbench.spec.experiment import FAMILY_KEY, Experiment, load_experiment
 from vitbench.spec.grid import MAX_POINTS, count, excluded, expand, parse_excludes
 from vitbench.spec.overrides import parse_override
-from vitbench.spec.runconfig import check_semantics
+from vitbench.spec.runconfig import check_semantics, stamp_hashes
 from vitbench.spec.schema import deep_merge, default_config, flatten, get_path, set_path
 
 DEFAULT_MAX_RUNS = 5000
@@ -100,11 +100,8 @@ def planned_run(base: dict[str, Any], recipes: list[Recipe], layers: list[tuple[
                 point: dict[str, Any], *, file: str | None = None) -> PlannedRun:
     """One run: ``resolve_config`` of the layers (the checkpoint's and plugins' hashes stamped in), its id, the point
     it stands for and the recipes applied."""
-    from vitbench.models.published import stamp_init
-    from vitbench.plugins import stamp_plugins
-
     cfg, applied = resolve_config(base, recipes, layers)
-    cfg = stamp_plugins(stamp_init(cfg, file=file))
+    cfg = stamp_hashes(cfg, file=file)
     return PlannedRun(run_id(cfg), cfg, point, applied)
 
 

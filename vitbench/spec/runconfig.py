@@ -205,8 +205,14 @@ def load_run_config(path: str | os.PathLike[str], overrides: list[str] | None = 
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"must be a mapping of run-config keys, got {type(raw).__name__}", file=str(path))
+    raw = apply_overrides(validate_structure(raw, file=str(path)), overrides or [], file=str(path))
+    return stamp_hashes(resolve_run_config(raw, file=str(path)), file=str(path))
+
+
+def stamp_hashes(cfg: dict[str, Any], *, file: str | None = None) -> dict[str, Any]:
+    """The config with the content hashes its run id needs: the checkpoint's (model.init_sha256) and those of the
+    plugins whose names it uses (plugins). Every planned run and every run-one config goes through here."""
     from vitbench.models.published import stamp_init
     from vitbench.plugins import stamp_plugins
 
-    raw = apply_overrides(validate_structure(raw, file=str(path)), overrides or [], file=str(path))
-    return stamp_plugins(stamp_init(resolve_run_config(raw, file=str(path)), file=str(path)))
+    return stamp_plugins(stamp_init(cfg, file=file))

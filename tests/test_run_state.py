@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, run_state
+from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, local_job, process_start, run_state
 from vitbench.record.rundir import RunDir, atomic_write_json
 
 
@@ -74,3 +77,39 @@ def test_sacct_silent_about_a_submitted_job_is_pending_unknown(tmp_path: Path) -
     st = run_state(_run(tmp_path, job=SLURM_JOB), {})
     assert st.state == "pending" and STATE_UNKNOWN in st.detail
     assert run_state(_run(tmp_path / "l", job={"cluster": "local", "job_id": "1"}), {}).state == "new"
+
+
+def _local(proc: subprocess.Popen, **over: object) -> dict:
+    return {"cluster": "local", "job_id": str(proc.pid), **local_job(proc.pid), **over}
+
+
+def test_a_live_local_job_is_running_and_only_while_it_is_the_same_process(tmp_path: Path) -> None:
+    # a second `vitbench run --cluster local` must see the first one's jobs (it would start a second writer)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        st = run_state(_run(tmp_path, started=True, job=_local(proc)), {})
+        assert (st.state, st.detail) == ("running", f"local process {proc.pid}")
+        assert run_state(_run(tmp_path / "reused", started=True, job=_local(proc, pid_start="1")), {}).state \
+            == "incomplete"  # the pid now belongs to another process
+        assert run_state(_run(tmp_path / "host", started=True, job=_local(proc, host="elsewhere")), {}).state \
+            == "incomplete"  # another machine's pid says nothing
+        assert run_state(_run(tmp_path / "old", started=True, job=_local(proc, pid_start=None)), {}).state \
+            == "incomplete"  # job.json from before the start time was kept
+        job = _local(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_start(proc.pid) is None
+    assert run_state(_run(tmp_path / "gone", started=True, job=job), {}).state == "incomplete"
+
+
+def test_an_unreaped_local_job_is_not_alive() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = None
+    for _ in range(200):  # ended but not waited for: a zombie, whose pid is still taken
+        start = process_start(proc.pid)
+        if start is None:
+            break
+        time.sleep(0.02)
+    assert start is None
+    proc.wait()

@@ -20,7 +20,7 @@ from vitbench.errors import CONTROL, UserError
 from vitbench.launch.job import RunGroupJob, RunJob
 from vitbench.launch.profiles import Profile
 from vitbench.launch.slurm_limits import ClusterLimits, check_profile, explain_refusal, read_limits
-from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, log_paths
+from vitbench.launch.state import JOB_FILE, STATE_UNKNOWN, RunState, collect_states, local_job, log_paths
 from vitbench.plan.cost import longest_first
 from vitbench.plan.planner import Plan
 from vitbench.record.rundir import RunDir, atomic_write_json, now_iso, run_dir
@@ -159,7 +159,8 @@ def record_jobs(plan: Plan, results: Path, tasks: list[list[Any]], jobs: list[An
             atomic_write_json(run_dir(results, r.run_id) / JOB_FILE, {
                 "job_id": str(job.job_id), "cluster": cluster, "submitted_at": now_iso(),
                 "experiment": str(plan.experiment.path), "scale": plan.scale, "profile": profile.name,
-                "runs_in_task": len(task), "stdout": stdout, "stderr": stderr})
+                "runs_in_task": len(task), "stdout": stdout, "stderr": stderr,
+                **(local_job(int(job.job_id)) if cluster == "local" else {})})
 
 
 def wait_for_plan(plan: Plan, results: Path, *, out: Any = None, poll_s: float = 5.0) -> None:

@@ -1,6 +1,7 @@
 """Run state from the run directory and SLURM's accounting (``sacct``).
 
-States: ``done`` and ``diverged`` (a result record exists: both are finished data), ``running``,
+States: ``done`` and ``diverged`` (a result record exists: both are finished data), ``running`` (SLURM says
+so, or a ``--cluster local`` job's process is still alive on this host),
 ``pending`` (queued or requeued), ``failed`` (with the reason and the log to read),
 ``incomplete`` (started, no result, no job alive — e.g. a node died before the record was
 written) and ``new`` (never submitted).
@@ -9,6 +10,7 @@ written) and ``new`` (never submitted).
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,32 @@ def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
     return {jid: (v.get("State") or "UNKNOWN").split()[0] for jid, v in info.items()}
 
 
+def process_start(pid: int) -> str | None:
+    """When a live process started (field 22 of /proc/PID/stat, clock ticks since boot); None when it is gone
+    or a zombie. The pid alone is no identity: the kernel reuses it."""
+    try:
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def local_job(pid: int) -> dict[str, str | None]:
+    """What job.json keeps of a ``--cluster local`` job so another process can tell it is still alive."""
+    return {"host": socket.gethostname(), "pid_start": process_start(pid)}
+
+
+def local_alive(job: dict) -> bool:
+    """A local job is alive when its process, on this host, is the one that was started (same start time):
+    a second ``vitbench run`` must not start a writer beside it. On another host it cannot be told."""
+    try:
+        pid = int(job.get("job_id"))  # submitit's local job id is the process id
+    except (TypeError, ValueError):
+        return False
+    start = job.get("pid_start")
+    return bool(start) and job.get("host") == socket.gethostname() and process_start(pid) == start
+
+
 def read_job(rd: RunDir) -> dict | None:
     rec = read_json(rd.file(JOB_FILE))
     return rec if isinstance(rec, dict) else None
@@ -90,6 +118,8 @@ def run_state(rd: RunDir, slurm: dict[str, str]) -> RunState:
             return RunState("failed", f"SLURM {s} (job {jid}): {reason}", log)
         if s == "COMPLETED":
             return RunState("incomplete", f"job {jid} ended without writing a result", log)
+        if job.get("cluster") == "local" and local_alive(job):
+            return RunState("running", f"local process {jid}", log)
     if local == "failed" and err is not None:
         return RunState("failed", err.get("reason", ""), str(rd.file("log.txt")))
     if local == "incomplete":

@@ -84,3 +84,16 @@ def test_contradictions_are_one_line_naming_the_key(change: dict, key: str, mess
     with pytest.raises(UserError) as exc:
         resolve_run_config(partial, file="f.yaml")
     assert str(exc.value) == f"f.yaml: {key}: {message}"
+
+
+def test_from_scratch_reads_no_pretraining_data_and_counts_as_converged_there(tmp_path: Path) -> None:
+    # objective none: the fine-tuning budget alone; the pretraining set (here one that is not on disk) is not read
+    from vitbench.record.result import converged
+    from vitbench.spec.runconfig import check_semantics
+
+    cfg = smoke_config(objective="none", steps=0, warmup_steps=0, dataset="imagenet")
+    check_semantics(cfg, check_data=True)  # no data root: fine, nothing of ImageNet is needed
+    rec = Run(cfg, RunDir(tmp_path / "r")).execute()
+    assert rec["status"] == "done" and rec["pretrain"]["train_size"] == 0 and rec["pretrain"]["top1"] is None
+    assert rec["pretrain"]["convergence"]["reason"] == "not pretrained: pretrain.objective is none"
+    assert converged(rec)["pretrain"] is True and rec["finetune"]["best_lr"] in (0.01, 0.03)

@@ -37,6 +37,12 @@ def test_convergence_flags() -> None:
     assert converged(None) == {"pretrain": None, "finetune": None}
     assert converged({"pretrain": {"convergence": {"converged": None}}, "finetune": {"converged": "yes"}}) == \
         {"pretrain": None, "finetune": None}  # only a real bool counts
+    # no pretraining phase (from scratch, a published model as it is): nothing there could stop short
+    scratch = {"status": "done", "pretrain": {"steps": 0, "convergence": {"converged": None}},
+               "finetune": {"converged": False}}
+    assert converged(scratch) == {"pretrain": True, "finetune": False}
+    assert converged({**scratch, "status": "diverged"})["pretrain"] is None
+    assert converged({**scratch, "pretrain": {"steps": 10, "convergence": {"converged": None}}})["pretrain"] is None
 
 
 @pytest.mark.parametrize("text", ['{"status": "failed"}', '{"status": "done"', '["done"]', b"\xff\xfe", "{}"])

@@ -69,9 +69,12 @@ def record_row(rec: dict[str, Any] | None) -> dict[str, Any]:
 
 def converged(rec: dict[str, Any] | None) -> dict[str, bool | None]:
     """{phase: converged} of the record's convergence checks (None: not measured or no record); the
-    fine-tuning's is that of its picked learning rate."""
+    fine-tuning's is that of its picked learning rate. A run with no pretraining phase (a published model as
+    it is, ``pretrain.objective: none``) has nothing there to stop short: its pretraining counts as converged."""
     rec = rec or {}
-    check = _section(rec, "pretrain").get("convergence")
-    flags = {"pretrain": check.get("converged") if isinstance(check, dict) else None,
+    pre = _section(rec, "pretrain")
+    check = pre.get("convergence")
+    flags = {"pretrain": True if pre.get("steps") == 0 and rec.get("status") == "done" else
+             check.get("converged") if isinstance(check, dict) else None,
              "finetune": _section(rec, "finetune").get("converged")}
     return {k: v if isinstance(v, bool) else None for k, v in flags.items()}

@@ -54,11 +54,14 @@ def planned_steps(cfg: dict[str, Any]) -> dict[str, int | None]:
 
 
 def evaluation_only(cfg: dict[str, Any]) -> bool:
-    """A published checkpoint evaluated as it is: ``model.init`` with a zero pretraining budget.
+    """No pretraining phase: a published checkpoint evaluated as it is (``model.init`` with a zero pretraining
+    budget), or ``pretrain.objective: none`` (from scratch: the fine-tuning budget alone).
 
-    Such a run loads no pretraining data (the checkpoint's pretraining set need not be on disk) and
-    records no pretraining top-1; few-shot and fine-tuning run as for any run.
+    Such a run loads no pretraining data (the checkpoint's pretraining set need not be on disk, and a
+    from-scratch run has none) and records no pretraining top-1; few-shot and fine-tuning run as for any run.
     """
     p = cfg["pretrain"]
+    if p.get("objective") == "none":
+        return True
     budget = p.get("steps") if p.get("epochs") is None else p["epochs"]
     return cfg["model"].get("init") is not None and budget == 0

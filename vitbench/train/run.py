@@ -139,7 +139,7 @@ class Run:
         torch.manual_seed(cfg["seed"])
         load_for_run(cfg)  # the plugins whose names the run uses, if they still have their planned bytes
         init = init_for_run(cfg)  # the checkpoint still has the bytes the run id was made from
-        if evaluation_only(cfg):  # a published model as it is: no pretraining data, no head to pretrain
+        if evaluation_only(cfg):  # a published model as it is, or from scratch: no pretraining data, no head
             train_ds, self.train_size, self.pretrain_steps = None, 0, 0
             model = self.build_model(0)
         else:
@@ -158,7 +158,7 @@ class Run:
         from vitbench.models import count_flops, count_params
 
         n_params, flops = count_params(model), count_flops(model, p["img_size"])
-        what = (f"no pretraining (evaluating {cfg['model']['init']} as it is)" if train_ds is None else
+        what = (f"no pretraining ({f'evaluating {init} as it is' if init else 'from scratch'})" if train_ds is None else
                 f"pretrain {p['dataset']} n={len(train_ds)}: {describe(p, self.pretrain_steps, len(train_ds))}")
         self.log(f"run {self.rd.run_id}: {cfg['model']['name']} ({n_params:,} params, "
                  f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, {what}")
@@ -359,8 +359,9 @@ class Run:
                                                               self.pretrain_steps)
         record["timing"] = self.phases.record()
         conv = record["pretrain"]["convergence"]
-        if self.pretrain_steps == 0 and self.init:
-            conv["reason"] = "not pretrained here: the weights are model.init's"
+        if self.pretrain_steps == 0 and (self.init or p["objective"] == "none"):
+            conv["reason"] = ("not pretrained here: the weights are model.init's" if self.init else
+                              "not pretrained: pretrain.objective is none")
         else:
             self.log(f"pretraining converged: {conv['converged']} (loss drop over the last fifth "
                      f"{conv['rel_drop']} of the initial loss; rule: {conv['rule']})")

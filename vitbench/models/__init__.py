@@ -18,10 +18,11 @@ from vitbench.models.flops import count_flops, count_params
 from vitbench.models.hybrid import HybridViT
 from vitbench.models.pos_embed import PLACEMENTS, POS_EMBEDS
 from vitbench.models.registry import (VIT_DEFAULTS, config_kwargs, create_model, from_config, list_models, model_defaults, model_family,
-                                      validate_model_kwargs)
+                                      patch_size, validate_model_kwargs)
 from vitbench.models.vit import POOLS, VisionTransformer
 
 __all__ = [
     "BiT", "HybridViT", "PLACEMENTS", "POOLS", "POS_EMBEDS", "VIT_DEFAULTS", "VisionTransformer", "count_flops", "count_params",
-    "config_kwargs", "create_model", "from_config", "list_models", "model_defaults", "model_family", "validate_model_kwargs",
+    "config_kwargs", "create_model", "from_config", "list_models", "model_defaults", "model_family", "patch_size",
+    "validate_model_kwargs",
 ]

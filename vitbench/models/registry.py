@@ -113,6 +113,12 @@ def model_family(name: str) -> Family:
     return _lookup(name)[0].family  # type: ignore[return-value]
 
 
+def patch_size(name: str) -> int | None:
+    """A ViT name's patch size (ViT-B/16 -> 16); None for a model without one in its name."""
+    m = _lookup(name)[1]
+    return int(m["patch"]) if m.re.groupindex.get("patch") else None
+
+
 def model_defaults(name: str) -> dict[str, Any]:
     """The options a model accepts, with their defaults."""
     return dict(_lookup(name)[0].defaults)

@@ -169,7 +169,7 @@ def check_budgets(cfg: dict[str, Any], *, file: str | None = None) -> None:
 
 def check_objective(cfg: dict[str, Any], *, file: str | None = None) -> None:
     """Masked patch prediction needs a ViT's patch tokens and unmixed images; ``none`` is a zero budget."""
-    from vitbench.models import model_family
+    from vitbench.models import model_family, patch_size
     from vitbench.spec.budget import steps_for
 
     p, m = cfg["pretrain"], cfg["model"]
@@ -181,8 +181,8 @@ def check_objective(cfg: dict[str, Any], *, file: str | None = None) -> None:
     if model_family(m["name"]) != "vit":
         raise UserError(f"masked_patch corrupts a ViT's patch embeddings; {m['name']} is a "
                         f"{model_family(m['name'])} model", file=file, key="pretrain.objective")
-    patch = int(m["name"].rsplit("/", 1)[1])
-    if p["mpp_target"] == "color_4x4" and patch % 4:
+    patch = patch_size(m["name"])
+    if p["mpp_target"] == "color_4x4" and patch and patch % 4:
         raise UserError(f"color_4x4 pools each patch to 4x4: the patch size ({patch}) must be a multiple of 4",
                         file=file, key="pretrain.mpp_target")
     for key in ("mixup", "cutmix"):

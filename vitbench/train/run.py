@@ -158,7 +158,8 @@ class Run:
         from vitbench.models import count_flops, count_params
 
         n_params, flops = count_params(model), count_flops(model, p["img_size"])
-        what = (f"no pretraining ({f'evaluating {init} as it is' if init else 'from scratch'})" if train_ds is None else
+        what = (f"no pretraining ({f'evaluating {init} as it is' if init else 'from scratch'})"
+                if train_ds is None else
                 f"pretrain {p['dataset']} n={len(train_ds)}: {describe(p, self.pretrain_steps, len(train_ds))}")
         self.log(f"run {self.rd.run_id}: {cfg['model']['name']} ({n_params:,} params, "
                  f"{flops / 1e6:.2f} MFLOPs/img) on {self.device}, {what}")
@@ -359,7 +360,7 @@ class Run:
                                                               self.pretrain_steps)
         record["timing"] = self.phases.record()
         conv = record["pretrain"]["convergence"]
-        if self.pretrain_steps == 0 and (self.init or p["objective"] == "none"):
+        if evaluation_only(self.cfg):
             conv["reason"] = ("not pretrained here: the weights are model.init's" if self.init else
                               "not pretrained: pretrain.objective is none")
         else:
